@@ -1,0 +1,1 @@
+"""deskphone firmware: SIP user agent, call control, phone application."""

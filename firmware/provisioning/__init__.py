@@ -1,0 +1,1 @@
+"""Configuration model and validation (pure) and the provisioning client."""

@@ -1,0 +1,1 @@
+"""The only asyncio/socket code: transports, driver loop, action API, app wiring."""
