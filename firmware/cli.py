@@ -1,0 +1,74 @@
+"""The `deskphone` command: run the phone, or check SIP messages the way the phone reads them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+EXIT_CONFIG = 2
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from firmware.provisioning.config import ConfigError, load_config
+    from firmware.runtime.app import run_phone
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"deskphone: configuration error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=args.log_level or config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(run_phone(config))
+    except KeyboardInterrupt:
+        return 0
+    except OSError as e:
+        print(f"deskphone: {e}", file=sys.stderr)
+        return 1
+
+
+def _cmd_sip_check(args: argparse.Namespace) -> int:
+    from firmware.sip.describe import describe
+
+    worst = 0
+    for name in args.files:
+        try:
+            data = Path(name).read_bytes()
+        except OSError as e:
+            print(json.dumps({"file": name, "error": f"cannot read: {e.strerror}"}))
+            worst = 1
+            continue
+        result = describe(name, data)
+        if "error" in result:
+            worst = 1
+        print(json.dumps(result))
+    return worst
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deskphone", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the phone with a TOML config")
+    run.add_argument("--config", "-c", required=True, help="path to phone.toml")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.set_defaults(func=_cmd_run)
+    check = sub.add_parser("sip-check", help="show how the phone reads raw SIP message files")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(func=_cmd_sip_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Phone configuration: the TOML file model and its validation (pure, no I/O besides reading).
+
+Every mistake becomes one `ConfigError` naming the file, the key path and what is wrong, so an
+administrator with a fleet of phones can fix the file without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from firmware.sip.errors import SipParseError
+from firmware.sip.uri import SipURI, parse_uri
+
+_LISTEN_RE = re.compile(r"^(udp|tcp|tls):(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})$")
+_ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_USER_RE = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]{1,64}$")
+
+
+class ConfigError(Exception):
+    """A configuration mistake, with the file and key it is about."""
+
+    def __init__(self, file: str, key: str, message: str) -> None:
+        self.file = file
+        self.key = key
+        self.message = message
+        super().__init__(f"{file}: {key}: {message}")
+
+
+@dataclass(frozen=True)
+class ListenSpec:
+    transport: str  # "udp" | "tcp" | "tls"
+    host: str  # without brackets
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    id: str
+    user: str
+    password: str
+    domain: str
+    auth_user: str
+    display_name: str | None
+    registrar: SipURI
+    expires: int
+    enabled: bool
+    outbound_proxy: SipURI | None
+
+    @property
+    def aor(self) -> SipURI:
+        scheme = "sips" if self.registrar.scheme == "sips" else "sip"
+        return SipURI(scheme=scheme, user=self.user, password=None, host=self.domain,
+                      port=None, params={}, headers={})
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    listen: tuple[ListenSpec, ...]
+    tls_ca: Path | None
+    tls_verify: bool
+    tls_cert: Path | None
+    tls_key: Path | None
+    allow_md5: bool
+    user_agent: str
+    t1: float
+    retry_base: float
+    keepalive_interval: float
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    host: str
+    port: int
+    token: str | None
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    name: str
+    state_dir: Path
+
+
+@dataclass(frozen=True)
+class PhoneConfig:
+    source: str
+    device: DeviceConfig
+    accounts: tuple[AccountConfig, ...]
+    sip: SipConfig
+    api: ApiConfig
+    log_level: str = "INFO"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Section:
+    """Reads one table of the TOML document, remembering which keys were used."""
+
+    def __init__(self, file: str, path: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(file, path, f"must be a table, not {type(data).__name__}")
+        self.file, self.path, self.data = file, path, data
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), message)
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if default is ...:
+                raise self.error(name, "is required")
+            return default
+        value = self.data[name]
+        # TOML booleans are ints in Python; keep them apart.
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.error(name, f"must be {_kind_name(kinds)}, not a boolean")
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds):
+            raise self.error(name, f"must be {_kind_name(kinds)}, not {type(value).__name__}")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key (check the spelling; see the README's "
+                             "configuration reference)")
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def parse_listen(section: _Section, name: str, text: str) -> ListenSpec:
+    m = _LISTEN_RE.match(text)
+    if not m:
+        raise section.error(name, f"{text!r} is not transport:host:port (e.g. udp:0.0.0.0:5060)")
+    transport, host, port_text = m.groups()
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise section.error(name, f"{host!r} must be a numeric IP address") from None
+    port = int(port_text)
+    if port > 65535:
+        raise section.error(name, f"port {port} is out of range")
+    return ListenSpec(transport, host, port)
+
+
+def _sip_uri(section: _Section, name: str, text: str) -> SipURI:
+    try:
+        uri = parse_uri(text)
+    except SipParseError as e:
+        raise section.error(name, f"{text!r} is not a valid SIP URI: {e.reason}") from None
+    if not isinstance(uri, SipURI):
+        raise section.error(name, f"{text!r} must be a sip: or sips: URI")
+    return uri
+
+
+def _path(base: Path, text: str) -> Path:
+    p = Path(text).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def load_config(path: str | Path) -> PhoneConfig:
+    """Read and validate a phone config file; raise ConfigError on the first problem."""
+    path = Path(path)
+    file = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(file, "-", f"cannot read: {e.strerror}") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(file, "-", f"not valid TOML: {e}") from None
+    return parse_config(doc, file=file, base_dir=path.parent)
+
+
+def parse_config(doc: dict[str, Any], *, file: str = "<config>",
+                 base_dir: Path | None = None) -> PhoneConfig:
+    base = base_dir or Path.cwd()
+    top = _Section(file, "", doc)
+
+    dev = _Section(file, "device", top.get("device", dict, {}))
+    device = DeviceConfig(
+        name=dev.get("name", str, "deskphone"),
+        state_dir=_path(base, dev.get("state_dir", str, "~/.local/state/deskphone")),
+    )
+    dev.finish()
+
+    sip = _Section(file, "sip", top.get("sip", dict, {}))
+    listen_raw = sip.get("listen", list, ["udp:0.0.0.0:5060"])
+    listen: list[ListenSpec] = []
+    for i, item in enumerate(listen_raw):
+        if not isinstance(item, str):
+            raise sip.error(f"listen[{i}]", "must be a string like udp:0.0.0.0:5060")
+        listen.append(parse_listen(sip, f"listen[{i}]", item))
+    if not listen:
+        raise sip.error("listen", "needs at least one transport")
+    tls_ca = sip.get("tls_ca", str, None)
+    tls_cert = sip.get("tls_cert", str, None)
+    tls_key = sip.get("tls_key", str, None)
+    if (tls_cert is None) != (tls_key is None):
+        raise sip.error("tls_cert" if tls_cert is None else "tls_key",
+                        "tls_cert and tls_key must be given together")
+    t1 = sip.get("t1", float, 0.5)
+    if not 0.05 <= t1 <= 10:
+        raise sip.error("t1", "must be between 0.05 and 10 seconds")
+    retry_base = sip.get("retry_base", float, 30.0)
+    if not 0.1 <= retry_base <= 1800:
+        raise sip.error("retry_base", "must be between 0.1 and 1800 seconds")
+    keepalive = sip.get("keepalive_interval", float, 100.0)
+    if not 1 <= keepalive <= 3600:
+        raise sip.error("keepalive_interval", "must be between 1 and 3600 seconds")
+    sip_cfg = SipConfig(
+        listen=tuple(listen),
+        tls_ca=_path(base, tls_ca) if tls_ca else None,
+        tls_verify=sip.get("tls_verify", bool, True),
+        tls_cert=_path(base, tls_cert) if tls_cert else None,
+        tls_key=_path(base, tls_key) if tls_key else None,
+        allow_md5=sip.get("allow_md5", bool, True),
+        user_agent=sip.get("user_agent", str, "deskphone/0.1"),
+        t1=t1,
+        retry_base=retry_base,
+        keepalive_interval=keepalive,
+    )
+    sip.finish()
+    transports = {spec.transport for spec in listen}
+
+    accounts: list[AccountConfig] = []
+    seen: set[str] = set()
+    for i, raw_acc in enumerate(top.get("accounts", list, [])):
+        acc = _Section(file, f"accounts[{i}]", raw_acc)
+        acc_id = acc.get("id", str, f"line{i + 1}")
+        if not _ACCOUNT_ID_RE.match(acc_id):
+            raise acc.error("id", "must be 1-32 letters, digits, '_', '.' or '-'")
+        if acc_id in seen:
+            raise acc.error("id", f"duplicate account id {acc_id!r}")
+        seen.add(acc_id)
+        user = acc.get("user", str)
+        if not _USER_RE.match(user):
+            raise acc.error("user", f"{user!r} is not a valid SIP user part")
+        domain = acc.get("domain", str)
+        if not domain or any(c in domain for c in " <>@;?"):
+            raise acc.error("domain", f"{domain!r} is not a host name or address")
+        registrar_text = acc.get("registrar", str, None)
+        host = f"[{domain}]" if ":" in domain and not domain.startswith("[") else domain
+        registrar = _sip_uri(acc, "registrar", registrar_text or f"sip:{host}")
+        rtransport = registrar.transport or ("tls" if registrar.scheme == "sips" else "udp")
+        if rtransport not in transports:
+            raise acc.error("registrar", f"uses transport {rtransport} but sip.listen has no "
+                            f"{rtransport} entry")
+        expires = acc.get("expires", int, 3600)
+        if not 10 <= expires <= 86400:
+            raise acc.error("expires", "must be between 10 and 86400 seconds")
+        proxy_text = acc.get("outbound_proxy", str, None)
+        accounts.append(AccountConfig(
+            id=acc_id,
+            user=user,
+            password=acc.get("password", str),
+            domain=domain,
+            auth_user=acc.get("auth_user", str, user),
+            display_name=acc.get("display_name", str, None),
+            registrar=registrar,
+            expires=expires,
+            enabled=acc.get("enabled", bool, True),
+            outbound_proxy=_sip_uri(acc, "outbound_proxy", proxy_text) if proxy_text else None,
+        ))
+        acc.finish()
+
+    api = _Section(file, "api", top.get("api", dict, {}))
+    api_listen = api.get("listen", str, "127.0.0.1:8080")
+    m = re.match(r"^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})$", api_listen)
+    if not m or int(m.group(2)) > 65535:
+        raise api.error("listen", f"{api_listen!r} is not host:port (e.g. 127.0.0.1:8080)")
+    token = api.get("token", str, None)
+    if token is not None and len(token) < 16:
+        raise api.error("token", "must be at least 16 characters")
+    api_cfg = ApiConfig(host=m.group(1).strip("[]"), port=int(m.group(2)), token=token,
+                        enabled=api.get("enabled", bool, True))
+    if api_cfg.enabled and token is None:
+        raise api.error("token", "is required while the action API is enabled")
+    api.finish()
+
+    log = _Section(file, "logging", top.get("logging", dict, {}))
+    level = log.get("level", str, "INFO").upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise log.error("level", "must be one of debug, info, warning, error")
+    log.finish()
+    top.finish()
+    return PhoneConfig(source=file, device=device, accounts=tuple(accounts), sip=sip_cfg,
+                       api=api_cfg, log_level=level)
