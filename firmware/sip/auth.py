@@ -507,7 +507,7 @@ class DigestClient:
         assert ch.realm is not None and ch.nonce is not None
         state.nc += 1
         nc = f"{state.nc:08x}"
-        uri = str(request.uri)
+        uri = request.uri_text  # exactly what the start line carries
         hash_fn = HASHES[state.hash_name]
         cred = state.credentials
         userhash = ch.params.get("userhash", "").lower() == "true"
