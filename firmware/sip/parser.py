@@ -1,0 +1,250 @@
+"""Bytes -> SipRequest/SipResponse for datagrams (`parse_message`) and streams (`StreamParser`).
+
+Only framing, the start line and header lines are parsed here; structured header values
+are parsed lazily by `SipMessage`. Every loop is a single pass over the input and every
+limit is checked before work proportional to it is done, so hostile input costs linear time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from firmware.sip.errors import SipParseError
+from firmware.sip.headers import _CANONICAL, COMPACT, is_token  # noqa: F401
+from firmware.sip.message import Headers, SipRequest, SipResponse, header_key
+
+MAX_MESSAGE = 64 * 1024
+MAX_HEADERS = 256
+MAX_LINE = 8 * 1024
+
+_METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_NAME_RE = _METHOD_RE
+_VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)", re.IGNORECASE)
+_CTL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+Message = SipRequest | SipResponse
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """RFC 5626 3.5.1 keep-alive on a stream: "ping" (CRLFCRLF) or "pong" (CRLF)."""
+
+    kind: str
+
+
+def _check_version(version: str, is_request: bool) -> str:
+    if version == "SIP/2.0":
+        return version
+    m = _VERSION_RE.fullmatch(version)
+    if m is None:
+        raise SipParseError(f"Bad SIP version {version!r}")
+    if (int(m.group(1)), int(m.group(2))) != (2, 0):
+        raise SipParseError(f"SIP version {version} not supported", 505)
+    return "SIP/2.0"
+
+
+def _parse_start(line: str) -> tuple[str, str, str, str]:
+    """Return ("request", method, uri, version) or ("response", version, status, reason)."""
+    if line[:4].upper() == "SIP/":
+        version, sp, rest = line.partition(" ")
+        status, sp2, reason = rest.partition(" ")
+        if not sp or len(status) != 3 or not status.isdigit() or not status.isascii():
+            raise SipParseError(f"Bad status line {line!r}")
+        if not 100 <= int(status) <= 699:
+            raise SipParseError(f"Status code {status} out of range")
+        if _CTL_RE.search(reason):
+            raise SipParseError("Control character in reason phrase")
+        return "response", _check_version(version, False), status, reason
+    parts = line.split(" ")
+    if len(parts) != 3:
+        if len(parts) > 3 and parts[-1].upper().startswith("SIP/"):
+            raise SipParseError("Whitespace in Request-URI or extra SP in request line")
+        raise SipParseError(f"Bad request line {line!r}")
+    method, uri, version = parts
+    if not method or _METHOD_RE.fullmatch(method) is None:
+        raise SipParseError(f"Bad method {method!r} in request line")
+    if not uri:
+        raise SipParseError("Empty Request-URI")
+    if uri[0] == "<":
+        raise SipParseError("Request-URI enclosed in <>")
+    if "\t" in uri or _CTL_RE.search(uri):
+        raise SipParseError("Whitespace or control character in Request-URI")
+    return "request", method, uri, _check_version(version, True)
+
+
+def _parse_head(head: bytes) -> tuple[tuple[str, str, str, str], Headers]:
+    """Parse the start line and header lines (everything before the blank line)."""
+    text = head.decode("utf-8", "surrogateescape")
+    lines = text.split("\r\n")
+    start = lines[0]
+    if len(start) > MAX_LINE:
+        raise SipParseError("Start line too long", 414 if not start.startswith("SIP/") else 400)
+    if not start:
+        raise SipParseError("Empty start line")
+    start_parts = _parse_start(start)
+    items: list[tuple[str, str, str]] = []
+    if len(lines) - 1 > MAX_HEADERS * 4:
+        raise SipParseError(f"Too many header lines (limit {MAX_HEADERS})")
+    for line in lines[1:]:
+        if len(line) > MAX_LINE:
+            raise SipParseError(f"Header line too long (limit {MAX_LINE} bytes)")
+        first = line[:1]
+        if first == " " or first == "\t":
+            # Folded continuation (RFC 3261 7.3.1): LWS with CRLF is equivalent to one SP.
+            if not items:
+                raise SipParseError("Header continuation line before any header")
+            key, name, value = items[-1]
+            value = f"{value} {line.strip()}" if value else line.strip()
+            if len(value) > MAX_LINE:
+                raise SipParseError(f"Header line too long (limit {MAX_LINE} bytes)")
+            items[-1] = (key, name, value)
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise SipParseError(f"Header line without colon: {line[:40]!r}")
+        name = name.rstrip(" \t")
+        if _NAME_RE.fullmatch(name) is None:
+            raise SipParseError(f"Bad header name {name[:40]!r}")
+        if "\x00" in value:
+            raise SipParseError(f"NUL byte in {name} header")
+        items.append((header_key(name), name, value.strip(" \t")))
+        if len(items) > MAX_HEADERS:
+            raise SipParseError(f"Too many headers (limit {MAX_HEADERS})")
+    return start_parts, Headers._from_keyed(items)
+
+
+def _content_length(headers: Headers) -> int | None:
+    values = headers.get_raw("Content-Length")
+    if not values:
+        return None
+    length: int | None = None
+    for value in values:
+        if not value.isdigit() or not value.isascii() or len(value) > 10:
+            raise SipParseError(f"Bad Content-Length {value!r}")
+        n = int(value)
+        if length is not None and n != length:
+            raise SipParseError("Conflicting Content-Length headers")
+        length = n
+    return length
+
+
+_LENIENT_CL_RE = re.compile(rb"(?:^|\r\n)(?:content-length|l)[ \t]*:[ \t]*([0-9]{1,10})", re.I)
+
+
+def _lenient_length(head: bytes) -> int:
+    """Best-effort Content-Length of a message that failed to parse (for stream resync)."""
+    m = _LENIENT_CL_RE.search(head)
+    return int(m.group(1)) if m else 0
+
+
+def _build(start: tuple[str, str, str, str], headers: Headers, body: bytes) -> Message:
+    if start[0] == "request":
+        return SipRequest(start[1], start[2], headers, body, start[3])
+    return SipResponse(int(start[2]), start[3], headers, body, start[1])
+
+
+def _split_head(data: bytes) -> tuple[bytes, bytes]:
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        raise SipParseError("No blank line after the headers")
+    return data[:end], data[end + 4 :]
+
+
+def parse_message(data: bytes) -> Message:
+    """Parse one datagram.
+
+    Content-Length larger than the bytes present is an error; a smaller one truncates the
+    body; a missing one means the body is the rest of the datagram (RFC 3261 18.3).
+    """
+    if len(data) > MAX_MESSAGE:
+        raise SipParseError(f"Message larger than {MAX_MESSAGE} bytes", 513)
+    data = data.lstrip(b"\r\n")  # RFC 3261 7.5: ignore CRLFs before the start line
+    if not data:
+        raise SipParseError("Empty message")
+    head, body = _split_head(data)
+    start, headers = _parse_head(head)
+    length = _content_length(headers)
+    if length is not None:
+        if length > len(body):
+            raise SipParseError(
+                f"Content-Length {length} larger than the {len(body)} body bytes received"
+            )
+        if length < len(body):
+            body = body[:length]
+    return _build(start, headers, body)
+
+
+class StreamParser:
+    """Frames messages on a stream transport (TCP/TLS) by Content-Length.
+
+    A message without Content-Length cannot be framed (RFC 3261 18.3 makes it mandatory on
+    streams): it is reported as a SipParseError and taken to have no body. A header block
+    that exceeds the size limit is unrecoverable: the error is reported and the buffer is
+    dropped; the caller should close the connection.
+    """
+
+    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
+        self._buf = bytearray()
+        self._max = max_message
+        self._pending: tuple[tuple[str, str, str, str], Headers, int] | None = None
+        self._skip = 0  # body bytes of a rejected message still to discard
+
+    def _drop_body(self, buf: bytearray) -> None:
+        if self._skip:
+            n = min(self._skip, len(buf))
+            del buf[:n]
+            self._skip -= n
+
+    def feed(self, data: bytes) -> list[Message | SipParseError | KeepAlive]:
+        self._buf += data
+        out: list[Message | SipParseError | KeepAlive] = []
+        buf = self._buf
+        self._drop_body(buf)
+        while buf:
+            if self._skip:
+                break
+            if self._pending is None:
+                if buf[:2] == b"\r\n":
+                    if buf[:4] == b"\r\n\r\n":
+                        out.append(KeepAlive("ping"))
+                        del buf[:4]
+                    elif len(buf) >= 3 or len(buf) == 2:
+                        out.append(KeepAlive("pong"))
+                        del buf[:2]
+                    continue
+                if buf[:1] == b"\r":
+                    break  # wait for the LF
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > self._max:
+                        out.append(SipParseError("Header block too large", 513))
+                        buf.clear()
+                    break
+                head = bytes(buf[:end])
+                del buf[: end + 4]
+                try:
+                    start, headers = _parse_head(head)
+                    length = _content_length(headers)
+                except SipParseError as exc:
+                    out.append(exc)
+                    # Skip the bad message's body too if its length is readable, to resync.
+                    self._skip = _lenient_length(head)
+                    self._drop_body(buf)
+                    continue
+                if length is None:
+                    out.append(SipParseError("Missing Content-Length on a stream transport"))
+                    continue
+                if end + length > self._max:
+                    out.append(SipParseError("Message too large", 513))
+                    buf.clear()
+                    break
+                self._pending = (start, headers, length)
+            start, headers, length = self._pending
+            if len(buf) < length:
+                break
+            body = bytes(buf[:length])
+            del buf[:length]
+            self._pending = None
+            out.append(_build(start, headers, body))
+        return out
