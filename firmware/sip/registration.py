@@ -21,7 +21,7 @@ Timing choices, and why:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from firmware.sip.auth import DigestClient
@@ -36,10 +36,9 @@ REFRESH_MARGIN = 64.0  # 2 x Timer B: a timed-out refresh still leaves time for 
 MAX_BACKOFF = 1800.0  # RFC 5626 section 4.5 max-time
 BASE_ALL_FAILED = 30.0  # RFC 5626 section 4.5 base-time when all flows have failed
 BASE_SOME_OK = 90.0  # ... and when some other flow still works
-DEFAULT_ALLOW = (
-    "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE", "REFER", "NOTIFY",
-    "SUBSCRIBE", "MESSAGE", "PRACK",
-)  # fmt: skip
+# Allow must not promise methods the UA cannot handle; pass the UA's own `allow` callable so
+# the header follows its handler table. This default is the UA core's initial table.
+DEFAULT_ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "NOTIFY")
 SUPPORTED = "path, outbound, gruu"
 
 STATES = ("unregistered", "registering", "registered", "retrying", "failed")
@@ -92,7 +91,7 @@ class Registration:
         reg_id: int = 1,
         expires: int = DEFAULT_EXPIRES,
         user_agent: str = "deskphone/0.1",
-        allow: Sequence[str] = DEFAULT_ALLOW,
+        allow: Sequence[str] | Callable[[], str] = DEFAULT_ALLOW,
         base_all_failed: float = BASE_ALL_FAILED,
         base_some_ok: float = BASE_SOME_OK,
         max_backoff: float = MAX_BACKOFF,
@@ -109,7 +108,7 @@ class Registration:
         self.digest = digest
         self.requested_expires = expires
         self.user_agent = user_agent
-        self.allow = ", ".join(allow)
+        self._allow = allow
         self.base_all_failed = base_all_failed
         self.base_some_ok = base_some_ok
         self.max_backoff = max_backoff
@@ -402,7 +401,7 @@ class Registration:
             ("Contact", contact),
             ("Expires", str(expires)),
             ("Supported", SUPPORTED),
-            ("Allow", self.allow),
+            ("Allow", self._allow() if callable(self._allow) else ", ".join(self._allow)),
             ("User-Agent", self.user_agent),
         ]
         return make_request("REGISTER", self.registrar, headers=headers)

@@ -519,3 +519,16 @@ def test_secrets_never_logged(caplog: pytest.LogCaptureFixture) -> None:
 def test_authorize_rejects_non_challenge() -> None:
     with pytest.raises(ValueError, match="401 or 407"):
         client().authorize(register(2), challenge(200))
+
+
+def test_nc_is_eight_hex_digits() -> None:
+    dc = client()
+    assert dc.authorize(register(2), challenge(401, SHA256_CH))
+    seen = []
+    for cseq in range(3, 20):
+        req = register(cseq)
+        dc.pre_authorize(req)
+        seen.append(auth_lines(req)[0]["nc"])
+    assert seen[8] == "0000000a"  # the 10th use of the nonce
+    assert seen[-1] == "00000012"
+    assert all(re.fullmatch(r"[0-9a-f]{8}", nc) for nc in seen)

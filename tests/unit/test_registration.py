@@ -142,7 +142,7 @@ def test_register_request_on_the_wire() -> None:
     ]
     assert header(request, "Expires") == ["3600"]
     assert header(request, "Supported") == ["path, outbound, gruu"]
-    assert "REFER" in header(request, "Allow")[0]
+    assert header(request, "Allow") == ["INVITE, ACK, CANCEL, BYE, OPTIONS, NOTIFY"]
     assert header(request, "User-Agent") == ["deskphone/0.1"]
     assert header(request, "Authorization") == []
     assert reg.take_requests() == []
@@ -515,6 +515,31 @@ def test_status_shape() -> None:
         "sip:1001@pbx.example",
         "unregistered",
     )
+
+
+def test_allow_follows_the_ua_table() -> None:
+    methods = ["INVITE", "ACK"]
+    reg = make_reg(digest=False, allow=lambda: ", ".join(methods))
+    register_ok(reg)
+    methods.append("REFER")
+    reg.handle_timer(reg.get_timer() or 0.0)
+    assert header(take_one(reg), "Allow") == ["INVITE, ACK, REFER"]
+
+
+def test_restart_during_unregister_registers_again_afterwards() -> None:
+    reg = make_reg(digest=False)
+    register_ok(reg)
+    reg.stop(10.0)
+    bye = take_one(reg)
+    reg.start(10.5)
+    assert reg.take_requests() == []  # waits for the un-REGISTER to finish
+    reg.handle_response(reply(bye, 200), 11.0)
+    again = take_one(reg)
+    assert header(again, "Expires") == ["3600"]
+    assert reg.status()["state"] == "registering"
+    reg.handle_response(ok(again, 3600), 11.5)
+    assert reg.state == "registered"
+    assert reg.take_requests() == []
 
 
 def test_waits_for_a_contact() -> None:
