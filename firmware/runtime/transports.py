@@ -258,8 +258,9 @@ class TransportManager:
         self._on_bad_message = on_bad_message
         self._on_flow_failed = on_flow_failed
         self._tls = tls or TlsConfig()
-        # Built now so a bad CA file is reported at start-up, not at the first TLS send.
-        self._client_ctx = self._tls.client_context()
+        # Built now when TLS is configured, so a bad CA file is reported at start-up rather
+        # than at the first TLS send; without TLS config, loading the system store waits.
+        self._client_ctx = tls.client_context() if tls is not None else None
         self._clock = clock or _MonotonicClock()
         # Keep-alive jitter only; not security relevant, so a plain PRNG is fine.
         self._rng = rng or random.Random()
@@ -491,6 +492,8 @@ class TransportManager:
         conn = _Conn(remote.transport, True, tls_name, self._stream_parser_factory())
         kwargs: dict[str, Any] = {}
         if remote.transport == "tls":
+            if self._client_ctx is None:
+                self._client_ctx = self._tls.client_context()
             kwargs = {
                 "ssl": self._client_ctx,
                 "server_hostname": tls_name,

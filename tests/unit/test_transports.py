@@ -277,6 +277,19 @@ async def test_udp_garbage_reported_and_transport_keeps_working(manager: Factory
     peer.close()
 
 
+async def test_udp_send_to_host_name_picks_family_with_listener(manager: Factory) -> None:
+    mgr, _ = await manager(["udp:127.0.0.1:0"])
+    peer = raw_udp("127.0.0.1")
+    # "localhost" may resolve to ::1 first; only the IPv4 listener can reach it.
+    flow = await mgr.send(options(), Address("udp", "localhost", peer.getsockname()[1]))
+    assert flow.remote == Address("udp", "127.0.0.1", peer.getsockname()[1])
+    data, _ = await recv_udp(peer)
+    assert data == options()
+    assert mgr.outbound_ip("127.0.0.1") == "127.0.0.1"
+    assert mgr.listeners == [flow.local]
+    peer.close()
+
+
 async def test_udp_send_without_listener_of_family_fails(manager: Factory) -> None:
     mgr, _ = await manager(["udp:127.0.0.1:0"])
     with pytest.raises(TransportError, match="no UDP listener"):
@@ -288,10 +301,17 @@ async def test_udp_send_without_listener_of_family_fails(manager: Factory) -> No
 # ---- TCP -------------------------------------------------------------------------------------
 
 
-async def test_tcp_connect_reuse_and_response_on_same_connection(manager: Factory) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_tcp_connect_reuse_and_response_on_same_connection(
+    manager: Factory, host: str
+) -> None:
+    if host == "::1" and not ipv6_available():
+        pytest.skip("::1 is not configured on this machine")
+    version = 6 if ":" in host else 4
+    listen = f"tcp:[{host}]:0" if version == 6 else f"tcp:{host}:0"
     client, crec = await manager([])
-    server, srec = await manager(["tcp:127.0.0.1:0"])
-    dest = server.local_address("tcp", 4)
+    server, srec = await manager([listen])
+    dest = server.local_address("tcp", version)
 
     flow1 = await client.send(options("z9hG4bKa"), dest)
     msg, sflow, _ = await srec.message()
@@ -299,7 +319,7 @@ async def test_tcp_connect_reuse_and_response_on_same_connection(manager: Factor
     assert flow1.transport == "tcp" and flow1.is_stream and flow1.remote == dest
     assert sflow.remote == flow1.local and sflow.local == flow1.remote
 
-    flow2 = await client.send(options("z9hG4bKb"), Address("tcp", "127.0.0.1", dest.port))
+    flow2 = await client.send(options("z9hG4bKb"), Address("tcp", host, dest.port))
     msg, sflow2, _ = await srec.message()
     assert flow2 == flow1 and sflow2 == sflow  # reused, one connection
     assert msg.top_via.branch == "z9hG4bKb"
@@ -309,10 +329,21 @@ async def test_tcp_connect_reuse_and_response_on_same_connection(manager: Factor
     assert msg.status == 200 and cflow == flow1
 
     # A send to another port opens a second connection.
-    server2, srec2 = await manager(["tcp:127.0.0.1:0"])
-    flow3 = await client.send(options("z9hG4bKc"), server2.local_address("tcp", 4))
+    server2, srec2 = await manager([listen])
+    flow3 = await client.send(options("z9hG4bKc"), server2.local_address("tcp", version))
     assert flow3 != flow1 and flow3.conn_id != flow1.conn_id
     assert (await srec2.message())[0].top_via.branch == "z9hG4bKc"
+
+
+async def test_concurrent_sends_share_one_connection(manager: Factory) -> None:
+    client, _ = await manager([])
+    server, srec = await manager(["tcp:127.0.0.1:0"])
+    dest = server.local_address("tcp", 4)
+    flows = await asyncio.gather(*(client.send(options(f"z9hG4bK{i}"), dest) for i in range(5)))
+    assert len(set(flows)) == 1
+    received = [await srec.message() for _ in range(5)]
+    assert {m.top_via.branch for m, _, _ in received} == {f"z9hG4bK{i}" for i in range(5)}
+    assert len({f for _, f, _ in received}) == 1
 
 
 async def test_tcp_connect_refused_is_a_clear_error(manager: Factory) -> None:
@@ -385,6 +416,22 @@ async def test_stream_framing_error_closes_connection(manager: Factory) -> None:
     assert reply.startswith(b"SIP/2.0 400 ") and reply.endswith(b"\r\n\r\n")
     with pytest.raises(FlowClosedError):
         server.send_on_flow(flow, ok_response())
+    writer.close()
+
+
+async def test_stream_bad_header_keeps_connection(manager: Factory) -> None:
+    server, srec = await manager(["tcp:127.0.0.1:0"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.local_address("tcp", 4).port)
+    # A header line without a colon: the message is rejected, but its Content-Length is
+    # readable, so the parser skips its body and the next message is framed correctly.
+    bad = options("z9hG4bKbad", body=b"abc").replace(b"Max-Forwards: 70", b"Max-Forwards 70")
+    writer.write(bad + options("z9hG4bKgood"))
+    error, _, flow = await srec.bad_message()
+    assert "colon" in error.reason
+    msg, good_flow, _ = await srec.message()
+    assert msg.top_via.branch == "z9hG4bKgood" and good_flow == flow
+    assert server.is_open(flow) and srec.failed.empty()
+    writer.close()
 
 
 async def test_stream_buffer_limit_closes_connection(manager: Factory) -> None:
@@ -395,6 +442,7 @@ async def test_stream_buffer_limit_closes_connection(manager: Factory) -> None:
     assert flow.remote.port == writer.get_extra_info("sockname")[1]
     assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
     assert srec.messages.empty()
+    writer.close()
 
 
 async def test_peer_ping_is_answered_with_crlf(manager: Factory) -> None:
