@@ -190,6 +190,7 @@ class Registration:
         if self._in_flight is not None:
             self._in_flight = None
             self._pending = None
+            # RFC 3261 8.1.3.1: a transport failure is treated as a 503.
             self._fail(now, 503, "flow failed", permanent=False)
         elif self.state == "registered":
             self._set_state("registering")
@@ -216,10 +217,17 @@ class Registration:
             self._set_state("registering")
         self._send("register")
 
-    def handle_timeout(self, now: float) -> None:
-        """The in-flight REGISTER's client transaction timed out (no response)."""
-        request = self._in_flight
-        if request is None:
+    def handle_timeout(self, now: float, request: SipRequest | None = None) -> None:
+        """The in-flight REGISTER's client transaction timed out (no response).
+
+        Pass the timed-out ``request`` when known: a transaction abandoned by
+        ``flow_failed`` may time out later, while a newer REGISTER is in flight.
+        """
+        current = self._in_flight
+        if current is None:
+            return
+        if request is not None and request.cseq.number != current.cseq.number:
+            log.debug("%s: timeout of an abandoned REGISTER ignored", self.account)
             return
         self._in_flight = None
         if self._in_flight_expires == 0:

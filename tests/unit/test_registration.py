@@ -464,6 +464,24 @@ def test_flow_failure_reregisters_promptly_on_the_new_contact() -> None:
     assert reg.take_requests() == []
 
 
+def test_timeout_of_an_abandoned_register_is_ignored() -> None:
+    reg = make_reg(digest=False)
+    register_ok(reg)
+    reg.flow_failed(10.0)
+    old = take_one(reg)
+    reg.flow_failed(11.0)  # that flow died too: backoff
+    reg.handle_timer(reg.get_timer() or 0.0)
+    new = take_one(reg)
+    reg.handle_timeout(43.0, old)  # Timer F of the abandoned transaction
+    assert reg.status()["state"] == "registering"
+    reg.handle_response(ok(new, 3600), 44.0)
+    assert reg.status()["state"] == "registered"
+    reg.handle_timer(reg.get_timer() or 0.0)
+    refresh = take_one(reg)
+    reg.handle_timeout(4000.0, refresh)
+    assert reg.status()["state"] == "retrying"
+
+
 def test_stale_responses_are_ignored() -> None:
     reg = make_reg(digest=False)
     reg.start(0.0)
