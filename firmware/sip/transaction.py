@@ -146,14 +146,15 @@ class TxState(enum.Enum):
 # --------------------------------------------------------------------------------------------
 @dataclass(eq=False)
 class Outgoing:
-    """A message to put on the wire towards ``dest`` (the opaque value given by the runtime)."""
+    """Bytes to put on the wire towards ``dest`` (the opaque value given by the runtime).
+
+    ``data`` is fixed when the message is first sent, so a retransmission is byte-identical
+    even if someone edits the message object afterwards; ``message`` is there for logging.
+    """
 
     message: SipMessage
     dest: Hashable
-
-    @property
-    def data(self) -> bytes:
-        return self.message.serialize()
+    data: bytes
 
 
 @dataclass(eq=False)
@@ -204,7 +205,7 @@ class TransportError:
 
 Event = NewRequest | AckFor2xx | ResponseReceived | StrayResponse | Timeout | TransportError
 
-_Send = Callable[[SipMessage, Hashable], None]
+_Send = Callable[[SipMessage, Hashable, bytes], None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,8 +270,11 @@ class Transaction:
         raise NotImplementedError
 
     # --- lifecycle -------------------------------------------------------------------------
-    def _send(self, message: SipMessage) -> None:
-        self._send_fn(message, self.peer)
+    def _send(self, message: SipMessage, wire: bytes | None = None) -> bytes:
+        """Queue ``message`` (as ``wire`` when retransmitting); returns the bytes sent."""
+        data = message.serialize() if wire is None else wire
+        self._send_fn(message, self.peer, data)
+        return data
 
     def _terminate(self) -> None:
         self.state = TxState.TERMINATED
@@ -310,17 +314,19 @@ class InviteClientTransaction(ClientTransaction):
         super().__init__(request, peer, reliable, timers, send)
         self.ack: SipRequest | None = None
         self._a_interval = timers.a
+        self._request_wire = b""
+        self._ack_wire = b""
 
     def start(self, now: float) -> None:
         self.state = TxState.CALLING
-        self._send(self.request)
+        self._request_wire = self._send(self.request)
         if not self.reliable:
             self._start("A", self._a_interval, now)
         self._start("B", self.timers.b, now)
 
     def _on_timer(self, name: str, now: float) -> list[Event]:
         if name == "A" and self.state is TxState.CALLING:
-            self._send(self.request)
+            self._send(self.request, self._request_wire)
             self._a_interval *= 2  # no T2 cap for INVITE requests (17.1.1.2)
             self._start("A", self._a_interval, now)
         elif name == "B" and self.state is TxState.CALLING:
@@ -343,14 +349,14 @@ class InviteClientTransaction(ClientTransaction):
             else:
                 self.state = TxState.COMPLETED
                 self.ack = build_ack_for_non2xx(self.request, response)
-                self._send(self.ack)
+                self._ack_wire = self._send(self.ack)
                 self._enter_or_skip("D", self.timers.d(self.reliable), now)
             return [ResponseReceived(self, response)]
         if self.state is TxState.ACCEPTED and 200 <= status < 300:
             # RFC 6026 7.2: every 2xx goes up; the TU (not us) ACKs each one.
             return [ResponseReceived(self, response)]
         if self.state is TxState.COMPLETED and status >= 300 and self.ack is not None:
-            self._send(self.ack)  # the final was retransmitted, so our ACK was lost
+            self._send(self.ack, self._ack_wire)  # the final came again: our ACK was lost
         return []
 
     def _enter_or_skip(self, name: str, delay: float, now: float) -> None:
@@ -371,17 +377,18 @@ class NonInviteClientTransaction(ClientTransaction):
     ) -> None:
         super().__init__(request, peer, reliable, timers, send)
         self._e_interval = timers.e
+        self._request_wire = b""
 
     def start(self, now: float) -> None:
         self.state = TxState.TRYING
-        self._send(self.request)
+        self._request_wire = self._send(self.request)
         if not self.reliable:
             self._start("E", self._e_interval, now)
         self._start("F", self.timers.f, now)
 
     def _on_timer(self, name: str, now: float) -> list[Event]:
         if name == "E" and self.state in (TxState.TRYING, TxState.PROCEEDING):
-            self._send(self.request)
+            self._send(self.request, self._request_wire)
             if self.state is TxState.TRYING:
                 self._e_interval = min(2 * self._e_interval, self.timers.t2)
             else:
@@ -419,6 +426,7 @@ class ServerTransaction(Transaction):
     ) -> None:
         super().__init__(request, peer, reliable, timers, send)
         self.last_response: SipResponse | None = None
+        self._last_wire = b""
 
     @property
     def source(self) -> Hashable:
@@ -434,9 +442,13 @@ class ServerTransaction(Transaction):
     def respond(self, response: SipResponse, now: float) -> None:
         raise NotImplementedError
 
+    def _send_response(self, response: SipResponse) -> None:
+        self.last_response = response
+        self._last_wire = self._send(response)
+
     def _resend_last(self) -> None:
         if self.last_response is not None:
-            self._send(self.last_response)
+            self._send(self.last_response, self._last_wire)
 
 
 class InviteServerTransaction(ServerTransaction):
@@ -456,8 +468,7 @@ class InviteServerTransaction(ServerTransaction):
 
     def _send_trying(self) -> None:
         self._stop("trying")
-        self.last_response = make_response(self.request, 100, "Trying")
-        self._send(self.last_response)
+        self._send_response(make_response(self.request, 100, "Trying"))
 
     def receive_request(self, request: SipRequest, now: float) -> list[Event]:
         if request.method == "ACK":
@@ -488,8 +499,7 @@ class InviteServerTransaction(ServerTransaction):
         status = response.status
         if self.state is TxState.PROCEEDING:
             self._stop("trying")
-            self.last_response = response
-            self._send(response)
+            self._send_response(response)
             if 200 <= status < 300:
                 self.state = TxState.ACCEPTED
                 self._start("L", self.timers.l, now)
@@ -499,7 +509,7 @@ class InviteServerTransaction(ServerTransaction):
                     self._start("G", self._g_interval, now)
                 self._start("H", self.timers.h, now)
         elif self.state is TxState.ACCEPTED and 200 <= status < 300:
-            self._send(response)  # the TU retransmits its 2xx through us (RFC 6026 8.6)
+            self._send_response(response)  # the TU retransmits its 2xx through us (RFC 6026 8.6)
         else:
             log.info("discarding %d for INVITE transaction in state %s", status, self.state.value)
 
@@ -540,8 +550,7 @@ class NonInviteServerTransaction(ServerTransaction):
                 self.state.value,
             )
             return
-        self.last_response = response
-        self._send(response)
+        self._send_response(response)
         if response.status < 200:
             self.state = TxState.PROCEEDING
             return
@@ -672,7 +681,7 @@ class TransactionLayer:
 
     def send_stateless(self, message: SipMessage, dest: Hashable) -> None:
         """Queue a message outside any transaction (2xx ACK, stateless error responses)."""
-        self._enqueue(message, dest)
+        self._enqueue(message, dest, message.serialize())
 
     def respond(self, server_tx: ServerTransaction, response: SipResponse, now: float) -> None:
         """Hand the TU's response to its server transaction (which sends and retransmits it)."""
@@ -684,8 +693,8 @@ class TransactionLayer:
         out, self._out = self._out, []
         return out
 
-    def _enqueue(self, message: SipMessage, dest: Hashable) -> None:
-        self._out.append(Outgoing(message, dest))
+    def _enqueue(self, message: SipMessage, dest: Hashable, data: bytes) -> None:
+        self._out.append(Outgoing(message, dest, data))
 
     # --- inbound -----------------------------------------------------------------------------
     def receive(

@@ -225,6 +225,12 @@ def test_ack_for_2xx_uses_invite_cseq_and_credentials() -> None:
         ("Content-Type", "application/sdp"),
     ]
     assert d.local_seq == 10  # ACK does not consume a CSeq
+    # An UPDATE in the early dialog moved the local CSeq on; the ACK still carries the INVITE's.
+    early = Dialog.from_uac(inv, answer(180))
+    assert early.create_request("UPDATE", ids=SeededIds()).cseq.number == 11
+    early.update_from_response(answer(200))
+    assert early.create_ack(inv).headers.get("CSeq") == "10 ACK"
+    assert early.local_seq == 11
     with pytest.raises(DialogError):
         d.create_ack(d.create_request("BYE", ids=SeededIds()))
 
@@ -305,6 +311,7 @@ def test_check_request_cseq_order_and_target_refresh() -> None:
     assert d.check_request(in_dialog("INFO", 11)) is None and d.remote_seq == 11
     assert d.check_request(in_dialog("INFO", 9)) == 500
     assert d.remote_seq == 11  # a rejected request does not move the counter
+    assert d.check_request(in_dialog("INFO", 11)) is None  # equal: not lower (a retransmit)
     assert d.check_request(in_dialog("ACK", 10)) is None  # ACK carries the INVITE's number
     assert d.check_request(in_dialog("BYE", 12, contact="<sip:alice@10.1.1.1>")) is None
     assert str(d.remote_target) == "sip:alice@192.0.2.1:5060"  # BYE refreshes nothing

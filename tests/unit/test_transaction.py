@@ -608,3 +608,30 @@ def test_send_stateless_queues_without_a_transaction() -> None:
     out = layer.drain()
     assert [(o.dest, o.data) for o in out] == [(PEER, ack.serialize())]
     assert layer.client_transactions == [] and layer.get_timer() is None
+
+
+def test_retransmissions_are_the_bytes_first_sent() -> None:
+    """Editing a request object after sending (e.g. to retry with credentials) must not
+    change what the running transaction retransmits."""
+    layer = TransactionLayer()
+    reg = request("REGISTER")
+    first = reg.serialize()
+    layer.send_request(reg, PEER, reliable=False, now=0.0)
+    assert sent(layer) == [first]
+    reg.headers.add("Authorization", "Digest x")
+    layer.handle_timer(0.5)
+    assert sent(layer) == [first]
+
+
+def test_rfc2543_ack_for_2xx_matching_accepted_invite_goes_to_the_tu() -> None:
+    layer = TransactionLayer()
+    invite = request(branch=None)
+    (event,) = layer.receive(invite, PEER, reliable=False, now=0.0)
+    layer.respond(event.server_tx, make_response(invite, 200, to_tag="t2"), now=0.1)
+    layer.drain()
+    # Without a branch the 2xx ACK looks like part of the INVITE transaction; it still must
+    # reach the dialog, and the transaction stays Accepted.
+    ack = request("ACK", branch=None, cseq_method="ACK", to_tag="t2")
+    events = layer.receive(ack, PEER, reliable=False, now=0.2)
+    assert len(events) == 1 and isinstance(events[0], AckFor2xx) and events[0].request is ack
+    assert event.server_tx.state is TxState.ACCEPTED and sent(layer) == []
