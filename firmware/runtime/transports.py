@@ -71,6 +71,8 @@ MAX_UDP_PAYLOAD = 65535
 DEFAULT_PONG_TIMEOUT = 10.0  # RFC 5626 4.4.1
 DEFAULT_MAX_STREAM_BUFFER = 128 * 1024
 DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_MAX_WRITE_BUFFER = 1024 * 1024
+DEFAULT_MAX_INBOUND = 64  # a desk phone talks to a proxy or two, not to a crowd
 
 OnMessage = Callable[[Any, "Flow", float], None]
 OnBadMessage = Callable[[SipParseError, bytes, "Flow"], None]
@@ -250,6 +252,8 @@ class TransportManager:
         rng: random.Random | None = None,
         max_datagram: int = MAX_UDP_PAYLOAD,
         max_stream_buffer: int = DEFAULT_MAX_STREAM_BUFFER,
+        max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
+        max_inbound_connections: int = DEFAULT_MAX_INBOUND,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         parse_datagram: Callable[[bytes], Any] = parse_message,
         stream_parser_factory: Callable[[], _StreamParserLike] = StreamParser,
@@ -266,6 +270,8 @@ class TransportManager:
         self._rng = rng or random.Random()
         self.max_datagram = max_datagram
         self.max_stream_buffer = max_stream_buffer
+        self.max_write_buffer = max_write_buffer
+        self.max_inbound_connections = max_inbound_connections
         self.connect_timeout = connect_timeout
         self._parse_datagram = parse_datagram
         self._stream_parser_factory = stream_parser_factory
@@ -425,6 +431,10 @@ class TransportManager:
         conn = self._conns.get(flow.conn_id)
         if conn is None or conn.closed or conn.transport is None or conn.transport.is_closing():
             raise FlowClosedError(f"connection {flow} is closed")
+        if conn.transport.get_write_buffer_size() + len(data) > self.max_write_buffer:
+            # The peer stopped reading; queueing more would only grow our memory.
+            self._drop(conn, "peer is not reading", report=True, abort=True)
+            raise FlowClosedError(f"connection {flow} closed: peer is not reading")
         conn.transport.write(data)
 
     def close_flow(self, flow: Flow) -> None:
@@ -558,6 +568,17 @@ class TransportManager:
 
     def _conn_made(self, conn: _Conn, transport: asyncio.Transport) -> None:
         conn.transport = transport
+        if not conn.outbound:
+            inbound = sum(1 for c in self._conns.values() if not c.outbound)
+            if inbound >= self.max_inbound_connections:
+                log.warning(
+                    "refused connection from %s: %d inbound connections open",
+                    transport.get_extra_info("peername"),
+                    inbound,
+                )
+                conn.closed = True
+                transport.abort()
+                return
         name = conn.transport_name
         conn.flow = Flow(
             name,

@@ -445,6 +445,42 @@ async def test_stream_buffer_limit_closes_connection(manager: Factory) -> None:
     writer.close()
 
 
+async def test_peer_not_reading_fails_flow_instead_of_buffering(manager: Factory) -> None:
+    client, crec = await manager([], max_write_buffer=64 * 1024)
+    stalled: list[asyncio.StreamWriter] = []
+
+    async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stalled.append(writer)
+
+    peer = await asyncio.start_server(never_read, "127.0.0.1", 0)
+    dest = Address("tcp", "127.0.0.1", peer.sockets[0].getsockname()[1])
+    flow = await client.send(options(), dest)
+    chunk = b"x" * 32 * 1024
+    with pytest.raises(FlowClosedError, match="peer is not reading"):
+        for _ in range(4000):  # the kernel buffers take a few MB before our buffer grows
+            client.send_on_flow(flow, chunk)
+    assert await crec.flow_failed() == flow and not client.is_open(flow)
+    for w in stalled:
+        w.close()
+    peer.close()
+    await peer.wait_closed()
+
+
+async def test_inbound_connection_limit(manager: Factory) -> None:
+    server, srec = await manager(["tcp:127.0.0.1:0"], max_inbound_connections=1)
+    port = server.local_address("tcp", 4).port
+    r1, w1 = await asyncio.open_connection("127.0.0.1", port)
+    w1.write(options("z9hG4bKfirst"))
+    assert (await srec.message())[0].top_via.branch == "z9hG4bKfirst"
+    r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+    with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+        await asyncio.wait_for(r2.readexactly(1), TIMEOUT)  # refused: aborted at once
+    w1.write(PING)
+    assert await asyncio.wait_for(r1.readexactly(2), TIMEOUT) == b"\r\n"  # first still served
+    w1.close()
+    w2.close()
+
+
 async def test_peer_ping_is_answered_with_crlf(manager: Factory) -> None:
     server, srec = await manager(["tcp:127.0.0.1:0"])
     reader, writer = await asyncio.open_connection("127.0.0.1", server.local_address("tcp", 4).port)
