@@ -121,7 +121,7 @@ def _leaf(
 def make_pki(directory: Path, *, client_user: str = "1001") -> TestPKI:
     """Create a CA, a server cert for loopback and a client cert (CN = client_user) in directory."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("deskphone test CA")
@@ -148,7 +148,9 @@ def make_pki(directory: Path, *, client_user: str = "1001") -> TestPKI:
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
 

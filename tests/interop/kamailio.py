@@ -16,7 +16,9 @@ The `kamailio` session fixture (tests/interop/conftest.py) returns a started `Ka
   (``algorithm="MD5"`` default, or ``"SHA-256"``): the ``kamailio_sha256`` fixture is a second
   instance challenging with SHA-256.
 * Registrar: usrloc in memory; ``min_expires`` (default 5 s), ``max_expires`` (3600 s),
-  ``default_expires`` (60 s) so tests can use short registrations.
+  ``default_expires`` (60 s) so tests can use short registrations. An Expires below
+  ``min_expires`` gets 423 Interval Too Brief with Min-Expires (``reject_brief_expires=False``
+  makes Kamailio silently raise it instead).
 * Proxy: requests to registered users are forwarded via ``lookup("location")`` with
   ``record_route``; unknown users get 404. OPTIONS to the proxy itself gets 200 with Allow,
   an unknown method to it 501, a malformed request 400 (``sanity_check``).
@@ -134,6 +136,7 @@ class Kamailio:
         min_expires: int = 5,
         max_expires: int = 3600,
         default_expires: int = 60,
+        reject_brief_expires: bool = True,
         request_auth: bool = True,
         ipv6: bool | None = None,
         debug: int = 2,
@@ -153,6 +156,7 @@ class Kamailio:
         self.min_expires = min_expires
         self.max_expires = max_expires
         self.default_expires = default_expires
+        self.reject_brief_expires = reject_brief_expires
         self.request_auth = request_auth
         self.ipv6 = ipv6_loopback_works() if ipv6 is None else ipv6
         self.debug = debug
@@ -337,6 +341,7 @@ class Kamailio:
             "MIN_EXPIRES": str(self.min_expires),
             "MAX_EXPIRES": str(self.max_expires),
             "DEFAULT_EXPIRES": str(self.default_expires),
+            "MIN_EXPIRES_MODE": "1" if self.reject_brief_expires else "0",
             "ALGORITHM": self.algorithm,
             "NONCE_EXPIRE": str(self.nonce_expire),
             "CHALLENGE_FLAGS": "1",

@@ -39,7 +39,7 @@ _run_ids = itertools.count(1)
 # sipp's -trace_msg file: a dashed separator line, then e.g.
 # "UDP message sent (123 bytes):" or "TCP message received [123] bytes :", a blank line, the message.
 _ENTRY = re.compile(
-    r"^(?P<transport>[A-Z]+) message (?P<dir>sent|received) [\(\[](?P<size>\d+)[\)\]] bytes ?:\s*$",
+    r"^(?P<transport>[A-Z]+) message (?P<dir>sent|received) (?:\(\d+ bytes\)|\[\d+\] bytes ?):\s*$",
     re.M,
 )
 

@@ -1,0 +1,437 @@
+"""Proves the interop fixtures work: Kamailio on every transport, digest REGISTER via sipp and by
+hand (MD5 and SHA-256), the location table read-out, restart on the same ports, TLS with the
+test CA, and the sipp scenarios the deskphone tests will reuse.
+
+The SIP client here is deliberately tiny and independent of firmware/ so a harness failure can
+never be caused by the code under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests import conftest as root_conftest
+from tests.interop.kamailio import Kamailio
+from tests.interop.sipp import DATA_DIR, SippResult, parse_message_log
+
+# -- a minimal independent SIP client -----------------------------------------------------------
+
+
+def _request(
+    method: str,
+    ruri: str,
+    *,
+    local: tuple[str, int],
+    transport: str,
+    user: str,
+    call_id: str,
+    cseq: int,
+    extra: list[str] | None = None,
+) -> bytes:
+    host, port = local
+    lines = [
+        f"{method} {ruri} SIP/2.0",
+        f"Via: SIP/2.0/{transport.upper()} {host}:{port};branch=z9hG4bK{call_id}{cseq};rport",
+        "Max-Forwards: 70",
+        f"From: <sip:{user}@127.0.0.1>;tag=t{call_id}",
+        f"To: <sip:{user}@127.0.0.1>",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} {method}",
+        f"Contact: <sip:{user}@{host}:{port};transport={transport}>",
+        *(extra or []),
+        "Content-Length: 0",
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode()
+
+
+def _status(response: bytes) -> int:
+    match = re.match(rb"SIP/2\.0 (\d{3}) ", response)
+    assert match, f"not a SIP response: {response[:200]!r}"
+    return int(match.group(1))
+
+
+def _header(response: bytes, name: str) -> str | None:
+    for line in response.decode().split("\r\n")[1:]:
+        if not line:
+            break
+        key, _, value = line.partition(":")
+        if key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
+def _challenge_params(header: str) -> dict[str, str]:
+    assert header.startswith("Digest "), header
+    return {k: v.strip('"') for k, v in re.findall(r'(\w+)=("[^"]*"|[^,\s]+)', header[7:])}
+
+
+def _digest_authorization(
+    challenge: dict[str, str], *, user: str, password: str, method: str, uri: str
+) -> str:
+    algorithm = challenge.get("algorithm", "MD5")
+    hash_name = {"MD5": "md5", "SHA-256": "sha256"}[algorithm]
+
+    def h(text: str) -> str:
+        return hashlib.new(hash_name, text.encode()).hexdigest()
+
+    ha1 = h(f"{user}:{challenge['realm']}:{password}")
+    ha2 = h(f"{method}:{uri}")
+    cnonce, nc = "0a4f113b", "00000001"
+    response = h(f"{ha1}:{challenge['nonce']}:{nc}:{cnonce}:auth:{ha2}")
+    return (
+        f'Authorization: Digest username="{user}", realm="{challenge["realm"]}", '
+        f'nonce="{challenge["nonce"]}", uri="{uri}", response="{response}", '
+        f'algorithm={algorithm}, qop=auth, nc={nc}, cnonce="{cnonce}"'
+    )
+
+
+class UdpClient:
+    def __init__(self, server: tuple[str, int]) -> None:
+        family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+        self.server = server
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind((server[0], 0))
+        self.sock.settimeout(5)
+        self.local = self.sock.getsockname()[:2]
+
+    def exchange(self, data: bytes) -> bytes:
+        self.sock.sendto(data, self.server)
+        return self.sock.recv(65535)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _read_stream_message(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(_header(head + b"\r\n\r\n", "Content-Length") or "0")
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head + b"\r\n\r\n" + body
+
+
+def _register(
+    client: UdpClient, kamailio: Kamailio, user: str, *, expires: int, cseq: int = 1
+) -> tuple[bytes, bytes]:
+    """REGISTER (CSeq `cseq`), answer the 401, return (challenge response, final response)."""
+    call_id = f"reg{user}{client.local[1]}"
+    uri = f"sip:{kamailio.domain}"
+
+    def request(number: int, extra: list[str]) -> bytes:
+        return _request(
+            "REGISTER",
+            uri,
+            local=client.local,
+            transport="udp",
+            user=user,
+            call_id=call_id,
+            cseq=number,
+            extra=extra,
+        )
+
+    first = client.exchange(request(cseq, [f"Expires: {expires}"]))
+    assert _status(first) == 401, first.decode()
+    challenge = _challenge_params(_header(first, "WWW-Authenticate") or "")
+    auth = _digest_authorization(
+        challenge,
+        user=user,
+        password=kamailio.users[user],
+        method="REGISTER",
+        uri=uri,
+    )
+    final = client.exchange(request(cseq + 1, [f"Expires: {expires}", auth]))
+    return first, final
+
+
+# -- Kamailio starts and answers on every transport ----------------------------------------------
+
+
+def test_kamailio_answers_options_over_udp(kamailio: Kamailio) -> None:
+    client = UdpClient(kamailio.udp_addr)
+    try:
+        ruri = f"sip:{kamailio.udp_addr[0]}:{kamailio.udp_addr[1]}"
+        reply = client.exchange(
+            _request(
+                "OPTIONS",
+                ruri,
+                local=client.local,
+                transport="udp",
+                user="probe",
+                call_id="optudp",
+                cseq=7,
+            )
+        )
+    finally:
+        client.close()
+    assert _status(reply) == 200
+    assert _header(reply, "CSeq") == "7 OPTIONS"
+    assert "REGISTER" in (_header(reply, "Allow") or "")
+
+
+def test_kamailio_answers_options_over_udp_ipv6(kamailio: Kamailio) -> None:
+    if kamailio.udp6_addr is None:
+        pytest.skip("IPv6 loopback is not available on this machine")
+    client = UdpClient(kamailio.udp6_addr)
+    try:
+        reply = client.exchange(
+            _request(
+                "OPTIONS",
+                f"sip:[::1]:{kamailio.udp6_addr[1]}",
+                local=("[::1]", client.local[1]),
+                transport="udp",
+                user="probe",
+                call_id="optudp6",
+                cseq=1,
+            )
+        )
+    finally:
+        client.close()
+    assert _status(reply) == 200
+
+
+def test_kamailio_answers_options_over_tcp(kamailio: Kamailio) -> None:
+    with socket.create_connection(kamailio.tcp_addr, timeout=5) as sock:
+        local = sock.getsockname()[:2]
+        sock.sendall(
+            _request(
+                "OPTIONS",
+                f"sip:127.0.0.1:{kamailio.tcp_addr[1]}",
+                local=local,
+                transport="tcp",
+                user="probe",
+                call_id="opttcp",
+                cseq=3,
+            )
+        )
+        reply = _read_stream_message(sock)
+    assert _status(reply) == 200
+    assert _header(reply, "Call-ID") == "opttcp"
+
+
+def test_tls_handshake_verifies_with_test_ca_and_answers_options(kamailio: Kamailio) -> None:
+    ctx = kamailio.pki.client_ssl_context()
+    with socket.create_connection(kamailio.tls_addr, timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+            cert = tls.getpeercert()
+            assert ("IP Address", "127.0.0.1") in cert["subjectAltName"]
+            local = tls.getsockname()[:2]
+            tls.sendall(
+                _request(
+                    "OPTIONS",
+                    f"sip:127.0.0.1:{kamailio.tls_addr[1]};transport=tls",
+                    local=local,
+                    transport="tls",
+                    user="probe",
+                    call_id="opttls",
+                    cseq=1,
+                )
+            )
+            reply = _read_stream_message(tls)
+    assert _status(reply) == 200
+
+
+def test_tls_handshake_fails_without_the_test_ca(kamailio: Kamailio) -> None:
+    ctx = ssl.create_default_context()  # system trust store only: must reject our test CA
+    with socket.create_connection(kamailio.tls_addr, timeout=5) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+# -- registration and the location table -----------------------------------------------------
+
+
+def test_sipp_register_with_digest_over_udp_shows_in_location(
+    kamailio: Kamailio, sipp: Callable[..., SippResult]
+) -> None:
+    result = sipp(
+        "register_auth.xml",
+        kamailio.udp_addr,
+        keys={"user": "1001", "domain": kamailio.domain, "expires": "30"},
+        auth_user="1001",
+        auth_password=kamailio.users["1001"],
+    )
+    assert result.ok, result.explain()
+    assert result.received_statuses == [401, 200]
+    challenge = _challenge_params(result.received[0].header("WWW-Authenticate") or "")
+    assert challenge["realm"] == "127.0.0.1"
+    assert challenge["algorithm"] == "MD5"
+    assert challenge["qop"] == "auth"
+    contact = result.sent[-1].header("Contact")
+    assert contact is not None
+    contacts = kamailio.contacts(kamailio.aor("1001"))
+    addresses = [c["Address"] for c in contacts]
+    assert contact.strip("<>") in addresses
+    mine = next(c for c in contacts if c["Address"] == contact.strip("<>"))
+    assert 0 < mine["Expires"] <= 30
+    assert mine["Socket"] == f"udp:127.0.0.1:{kamailio.udp_addr[1]}"
+    assert mine["User-Agent"] == "sipp-register"
+
+
+def test_sipp_register_over_tcp(kamailio: Kamailio, sipp: Callable[..., SippResult]) -> None:
+    result = sipp(
+        "register_auth.xml",
+        kamailio.tcp_addr,
+        transport="tcp",
+        keys={"user": "1003", "domain": kamailio.domain, "expires": "20"},
+        auth_user="1003",
+        auth_password=kamailio.users["1003"],
+    )
+    assert result.ok, result.explain()
+    sockets = [c["Socket"] for c in kamailio.contacts("sip:1003@127.0.0.1")]
+    assert f"tcp:127.0.0.1:{kamailio.tcp_addr[1]}" in sockets
+
+
+def test_register_with_wrong_password_is_refused(
+    kamailio: Kamailio, sipp: Callable[..., SippResult]
+) -> None:
+    result = sipp(
+        "register_auth.xml",
+        kamailio.udp_addr,
+        keys={"user": "1004", "domain": kamailio.domain, "expires": "30"},
+        auth_user="1004",
+        auth_password="not-the-password",
+        timeout=3,
+    )
+    assert not result.ok
+    assert result.received_statuses[:2] == [401, 401], result.explain()
+    assert kamailio.contacts(kamailio.aor("1004")) == []
+
+
+def test_registrar_enforces_min_expires(kamailio: Kamailio) -> None:
+    client = UdpClient(kamailio.udp_addr)
+    try:
+        _, final = _register(client, kamailio, "1005", expires=kamailio.min_expires - 1)
+    finally:
+        client.close()
+    assert _status(final) == 423, final.decode()
+    assert _header(final, "Min-Expires") == str(kamailio.min_expires)
+    assert kamailio.contacts(kamailio.aor("1005")) == []
+
+
+def test_unregister_removes_contact(kamailio: Kamailio) -> None:
+    client = UdpClient(kamailio.udp_addr)
+    try:
+        _, final = _register(client, kamailio, "1006", expires=60)
+        assert _status(final) == 200, final.decode()
+        assert len(kamailio.contacts(kamailio.aor("1006"))) == 1
+        _, gone = _register(client, kamailio, "1006", expires=0, cseq=3)
+    finally:
+        client.close()
+    assert _status(gone) == 200
+    assert kamailio.contacts(kamailio.aor("1006")) == []
+
+
+def test_sha256_instance_challenges_and_verifies_sha256(kamailio_sha256: Kamailio) -> None:
+    client = UdpClient(kamailio_sha256.udp_addr)
+    try:
+        first, final = _register(client, kamailio_sha256, "1007", expires=30)
+    finally:
+        client.close()
+    challenge = _challenge_params(_header(first, "WWW-Authenticate") or "")
+    assert challenge["algorithm"] == "SHA-256"
+    assert _status(final) == 200, final.decode()
+    assert len(kamailio_sha256.contacts("1007")) == 1
+
+
+def test_restart_keeps_ports_and_empties_location(kamailio: Kamailio) -> None:
+    client = UdpClient(kamailio.udp_addr)
+    try:
+        _, final = _register(client, kamailio, "1008", expires=60)
+        assert _status(final) == 200
+        ports = (kamailio.udp_addr, kamailio.tcp_addr, kamailio.tls_addr)
+        old_pid = kamailio.pid
+        kamailio.restart()
+        assert kamailio.pid != old_pid
+        assert (kamailio.udp_addr, kamailio.tcp_addr, kamailio.tls_addr) == ports
+        assert kamailio.contacts(kamailio.aor("1008")) == []
+        client.sock.settimeout(5)
+        _, again = _register(client, kamailio, "1008", expires=60)
+    finally:
+        client.close()
+    assert _status(again) == 200
+    assert len(kamailio.contacts(kamailio.aor("1008"))) == 1
+
+
+def test_stopped_kamailio_is_restarted_for_the_next_user(kamailio: Kamailio) -> None:
+    kamailio.stop()
+    assert not kamailio.running
+    # The `kamailio` fixture of the next test starts it again; prove start() works standalone.
+    kamailio.start()
+    assert kamailio.running
+
+
+# -- the sipp scenarios the deskphone tests reuse ----------------------------------------------
+
+
+def test_options_and_unknown_scenario(kamailio: Kamailio, sipp: Callable[..., SippResult]) -> None:
+    result = sipp("options_and_unknown.xml", kamailio.udp_addr)
+    assert result.ok, result.explain()
+    assert [m.first_line.split()[0] for m in result.sent] == ["OPTIONS", "FOOBAR"]
+    assert result.received_statuses == [200, 501]
+    assert result.received[0].header("Allow")
+
+
+def test_options_scenario_fails_when_allow_is_missing(
+    kamailio: Kamailio, sipp: Callable[..., SippResult], tmp_path: Path
+) -> None:
+    """The scenario fails on anything but 200: OPTIONS to an unregistered user gets 404."""
+    scenario = tmp_path / "opt_user.xml"
+    text = (DATA_DIR / "options_and_unknown.xml").read_text()
+    scenario.write_text(text.replace("OPTIONS sip:[remote_ip]", "OPTIONS sip:1010@[remote_ip]"))
+    result = sipp(scenario, kamailio.udp_addr, timeout=3)
+    assert not result.ok
+    assert result.received_statuses[:1] == [404], result.explain()
+
+
+def test_invite_malformed_scenario_gets_400(
+    kamailio: Kamailio, sipp: Callable[..., SippResult]
+) -> None:
+    result = sipp("invite_malformed.xml", kamailio.udp_addr, keys={"user": "1002"})
+    assert result.ok, result.explain()
+    assert result.received_statuses == [400]
+    assert result.sent[0].header("CSeq") == "1 INVITX"
+    assert result.sent[-1].first_line.startswith("ACK ")
+
+
+# -- helpers' own behaviour ------------------------------------------------------------------
+
+
+def test_require_tool_skips_locally_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        root_conftest.require_tool("no-such-peer-binary-xyz")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no-such-peer-binary-xyz"):
+        root_conftest.require_tool("no-such-peer-binary-xyz")
+    assert root_conftest.require_tool("sh").endswith("/sh")
+
+
+def test_parse_message_log_splits_sent_and_received() -> None:
+    log = (
+        "----------------------------------------------- 2026-01-01 00:00:00.000000\n"
+        "UDP message sent (20 bytes):\n\n"
+        "OPTIONS sip:x SIP/2.0\nCSeq: 1 OPTIONS\n\n"
+        "----------------------------------------------- 2026-01-01 00:00:00.100000\n"
+        "TCP message received [30] bytes :\n\n"
+        "SIP/2.0 200 OK\nAllow: INVITE\n\n\n"
+    )
+    messages = parse_message_log(log)
+    assert [m.direction for m in messages] == ["sent", "received"]
+    assert messages[0].header("cseq") == "1 OPTIONS"
+    assert messages[1].status == 200
+    assert messages[1].header("Allow") == "INVITE"
