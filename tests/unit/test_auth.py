@@ -11,6 +11,8 @@ import logging
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from firmware.sip import auth
 from firmware.sip.auth import (
@@ -532,3 +534,25 @@ def test_nc_is_eight_hex_digits() -> None:
     assert seen[8] == "0000000a"  # the 10th use of the nonce
     assert seen[-1] == "00000012"
     assert all(re.fullmatch(r"[0-9a-f]{8}", nc) for nc in seen)
+
+
+_names = st.from_regex(r"[a-z][a-z0-9\-]{0,8}", fullmatch=True).filter(lambda n: n != "digest")
+_values = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)
+
+
+@given(
+    st.dictionaries(_names, _values, min_size=1, max_size=6), st.sampled_from([",", ", ", " ,\t"])
+)
+def test_parse_round_trips_quoted_params(params: dict[str, str], sep: str) -> None:
+    value = "Digest " + sep.join(f"{k}={auth._quote(v)}" for k, v in params.items())
+    (parsed,) = parse_challenges(value)
+    assert parsed.scheme == "Digest"
+    assert parsed.params == params
+
+
+@given(st.text(max_size=80))
+def test_parse_fails_only_with_auth_parse_error(text: str) -> None:
+    try:
+        parse_challenges(text)
+    except auth.AuthParseError:
+        pass
