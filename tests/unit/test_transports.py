@@ -10,6 +10,7 @@ import asyncio
 import datetime
 import ipaddress
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -711,3 +712,32 @@ async def test_tls_config_errors_are_clear(manager: Factory, tmp_path: Path) -> 
         await manager(["tls:127.0.0.1:0"])
     with pytest.raises(TransportError, match="cannot load TLS CA file .*missing.pem"):
         await manager([], tls=TlsConfig(ca_file=str(tmp_path / "missing.pem")))
+
+
+async def test_tls_client_certificate_is_presented(manager: Factory, pki: dict[str, Any]) -> None:
+    """A PBX that demands client certificates (mutual TLS) sees ours and accepts it."""
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(pki["server"].cert_file, pki["server"].key_file)
+    server_ctx.load_verify_locations(pki["ca"])
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    subjects: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        subjects.put_nowait(writer.get_extra_info("peercert")["subject"])
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    pbx = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+    port = pbx.sockets[0].getsockname()[1]
+    phone_cert = pki["wrong_name"]  # any certificate issued by the PBX's CA will do
+    client, _ = await manager(
+        [],
+        tls=TlsConfig(
+            ca_file=pki["ca"], cert_file=phone_cert.cert_file, key_file=phone_cert.key_file
+        ),
+    )
+    await client.send(options(), Address("tls", "localhost", port))
+    subject = await asyncio.wait_for(subjects.get(), TIMEOUT)
+    assert subject == ((("commonName", "sip.example"),),)
+    pbx.close()
+    await pbx.wait_closed()
