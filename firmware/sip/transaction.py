@@ -54,6 +54,7 @@ __all__ = [
     "TransportError",
     "TxState",
     "build_ack_for_non2xx",
+    "build_cancel",
 ]
 
 
@@ -586,6 +587,39 @@ def build_ack_for_non2xx(request: SipRequest, response: SipResponse) -> SipReque
     return make_request("ACK", request.uri, headers=headers)
 
 
+def build_cancel(request: SipRequest) -> SipRequest:
+    """9.1: the CANCEL for a request we sent (an INVITE in Proceeding, in practice).
+
+    Same Request-URI, Call-ID, From, To (no tag from any response) and CSeq number as the
+    request, method CANCEL, the same Route set and a single Via equal to the request's top
+    Via: the shared branch is what lets the UAS find the INVITE (9.2). It is sent as its own
+    non-INVITE client transaction with `TransactionLayer.send_request`.
+    """
+    if request.method == "ACK":
+        raise ValueError("an ACK cannot be cancelled")
+    headers: list[tuple[str, str]] = [("Via", str(request.top_via))]
+    headers += [("Route", value) for value in request.headers.get_all("Route")]
+    headers += [
+        ("Max-Forwards", "70"),
+        ("From", _required(request, "From")),
+        ("To", _required(request, "To")),
+        ("Call-ID", request.call_id),
+        ("CSeq", f"{request.cseq.number} CANCEL"),
+    ]
+    return make_request("CANCEL", request.uri, headers=headers)
+
+
+def _check_response_fits(request: SipRequest, response: SipResponse) -> None:
+    if not 100 <= response.status <= 699:
+        raise ValueError(f"status {response.status} is not a SIP response code")
+    try:
+        theirs, ours = response.cseq, request.cseq
+    except SipParseError:
+        return  # a 400 for a request whose CSeq is the defect: nothing to compare
+    if (theirs.number, theirs.method) != (ours.number, ours.method):
+        raise ValueError(f"response CSeq {theirs} does not answer request CSeq {ours}")
+
+
 def _required(message: SipMessage, name: str) -> str:
     value = message.headers.get(name)
     if value is None:
@@ -684,7 +718,12 @@ class TransactionLayer:
         self._enqueue(message, dest, message.serialize())
 
     def respond(self, server_tx: ServerTransaction, response: SipResponse, now: float) -> None:
-        """Hand the TU's response to its server transaction (which sends and retransmits it)."""
+        """Hand the TU's response to its server transaction (which sends and retransmits it).
+
+        Raises ValueError for a response that is not for ``server_tx``'s request: that is a bug
+        in the TU, and sending it would confuse the peer.
+        """
+        _check_response_fits(server_tx.request, response)
         server_tx.respond(response, now)
         self._forget_terminated()
 

@@ -20,6 +20,7 @@ from firmware.sip.transaction import (
     TransactionLayer,
     TransportError,
     TxState,
+    build_cancel,
 )
 
 PEER = ("udp", "192.0.2.2", 5060)
@@ -635,3 +636,40 @@ def test_rfc2543_ack_for_2xx_matching_accepted_invite_goes_to_the_tu() -> None:
     events = layer.receive(ack, PEER, reliable=False, now=0.2)
     assert len(events) == 1 and isinstance(events[0], AckFor2xx) and events[0].request is ack
     assert event.server_tx.state is TxState.ACCEPTED and sent(layer) == []
+
+
+def test_build_cancel_per_9_1_and_it_finds_the_invite_at_the_uas() -> None:
+    layer = TransactionLayer()
+    invite = request(extra="Route: <sip:p1.example.com;lr>\r\nContact: <sip:alice@192.0.2.1>\r\n")
+    cancel = build_cancel(invite)
+    assert cancel.serialize() == (
+        b"CANCEL sip:bob@example.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKbr1\r\n"
+        b"Route: <sip:p1.example.com;lr>\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"From: Alice <sip:alice@example.com>;tag=ftag\r\n"
+        b"To: <sip:bob@example.com>\r\n"
+        b"Call-ID: call-1@192.0.2.1\r\n"
+        b"CSeq: 1 CANCEL\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    uas = TransactionLayer()
+    (inv_event,) = uas.receive(invite, PEER, reliable=False, now=0.0)
+    assert uas.find_invite_for_cancel(parse_message(cancel.serialize())) is inv_event.server_tx
+    # Sent as its own client transaction next to the INVITE's.
+    layer.send_request(invite, PEER, reliable=False, now=0.0)
+    tx = layer.send_request(cancel, PEER, reliable=False, now=1.0)
+    assert isinstance(tx, NonInviteClientTransaction)
+    with pytest.raises(ValueError, match="ACK"):
+        build_cancel(request("ACK", cseq_method="ACK"))
+
+
+def test_respond_rejects_a_response_for_another_request() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    (event,) = layer.receive(invite, PEER, reliable=False, now=0.0)
+    with pytest.raises(ValueError, match="CSeq"):
+        layer.respond(event.server_tx, make_response(request("CANCEL"), 200), now=0.1)
+    with pytest.raises(ValueError, match="700"):
+        layer.respond(event.server_tx, make_response(invite, 700), now=0.1)
+    assert sent(layer) == [] and event.server_tx.state is TxState.PROCEEDING
