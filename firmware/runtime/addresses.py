@@ -21,6 +21,7 @@ from typing import Any, Protocol
 TRANSPORTS = ("udp", "tcp", "tls")
 STREAM_TRANSPORTS = frozenset({"tcp", "tls"})
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+LOCALHOST = "127.0.0.1"
 
 # "transport:host:port" where host is an IPv4 literal, [IPv6 literal] or a name.
 _LISTEN_RE = re.compile(
@@ -109,6 +110,9 @@ class Address:
     def with_transport(self, transport: str) -> Address:
         return Address(transport, self.host, self.port)
 
+    def with_host(self, host: str) -> Address:
+        return Address(self.transport, host, self.port)
+
     def __str__(self) -> str:
         return f"{self.transport}:{self.sent_by}"
 
@@ -117,7 +121,8 @@ def parse_listen(text: str) -> Address:
     """Parse a listen spec like ``udp:0.0.0.0:5060`` or ``tls:[::1]:5061``.
 
     The host must be an IP literal (a listener binds to an interface address, and resolving a
-    name at start-up would make the bound family depend on DNS). Port 0 asks for a free port.
+    name at start-up would make the bound family depend on DNS); ``localhost`` is accepted as
+    127.0.0.1. Port 0 asks for a free port.
     """
     m = _LISTEN_RE.match(text.strip())
     if not m:
@@ -126,6 +131,8 @@ def parse_listen(text: str) -> Address:
             "e.g. udp:0.0.0.0:5060 or tls:[::1]:5061"
         )
     host = m.group("v6") or m.group("host")
+    if not m.group("v6") and host.lower() == "localhost":
+        host = LOCALHOST  # same meaning as in the config file; bound as IPv4 loopback
     version = ip_version(host)
     if version is None:
         raise ValueError(f"bad listen address {text!r}: host {host!r} is not an IP address")

@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from firmware.runtime.addresses import Address, family_of
+from firmware.runtime.addresses import LOCALHOST, Address, family_of
 from firmware.sip.errors import SipParseError
 from firmware.sip.parser import KeepAlive, StreamParser, parse_message
 
@@ -287,6 +287,8 @@ class TransportManager:
         """Bind every listener; port 0 picks a free port (see `local_address`)."""
         try:
             for address in listen:
+                if address.host == "localhost":
+                    address = address.with_host(LOCALHOST)
                 if address.ip_version is None:
                     raise TransportError(f"cannot listen on {address}: host must be an IP address")
                 if address.transport == "udp":

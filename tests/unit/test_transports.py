@@ -158,6 +158,7 @@ def test_parse_listen_ipv4_ipv6_and_formatting() -> None:
     assert b.via_transport == "TLS" and b.sent_by == "[::1]:5061" and str(b) == "tls:[::1]:5061"
     assert b == Address("tls", "[::1]", 5061)  # brackets and spelling normalised
     assert parse_listen(str(b)) == b
+    assert parse_listen("tcp:localhost:0") == Address("tcp", "127.0.0.1", 0)
 
 
 @pytest.mark.parametrize(
@@ -166,6 +167,7 @@ def test_parse_listen_ipv4_ipv6_and_formatting() -> None:
         ("sctp:0.0.0.0:5060", "unknown transport"),
         ("udp:0.0.0.0", "expected transport:host:port"),
         ("udp:pbx.example:5060", "not an IP address"),
+        ("udp:[localhost]:5060", "not an IP address"),
         ("udp:::1:5060", "expected transport:host:port"),
         ("udp:[127.0.0.1]:5060", "only for IPv6"),
         ("tcp:127.0.0.1:70000", "out of range"),
@@ -292,7 +294,9 @@ async def test_udp_send_to_host_name_picks_family_with_listener(manager: Factory
 
 
 async def test_udp_send_without_listener_of_family_fails(manager: Factory) -> None:
-    mgr, _ = await manager(["udp:127.0.0.1:0"])
+    mgr, _ = await manager([])
+    await mgr.start([Address("udp", "localhost", 0)])  # as the config file allows
+    assert mgr.local_address("udp", 4).host == "127.0.0.1"
     with pytest.raises(TransportError, match="no UDP listener"):
         await mgr.send(options(), Address("udp", "::1", 5060))
     with pytest.raises(TransportError, match="no tcp listener for IPv6"):
