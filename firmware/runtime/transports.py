@@ -30,7 +30,14 @@ UA's decision because it rewrites the Via; here an over-size datagram just raise
 
 TLS clients verify the server certificate against ``TlsConfig.ca_file`` (or the system store) and
 check the host name we connected to (the target URI's host); only ``verify=False`` turns this off.
-TLS listeners need a certificate and key. TLS 1.2 is the minimum (RFC 7525).
+TLS listeners need a certificate and key and do not ask peers for client certificates; our own
+client certificate (``cert_file``/``key_file``) is presented to servers that ask. TLS 1.2 is
+the minimum (RFC 7525).
+
+Limits, so a hostile peer costs bounded memory: datagrams over ``max_datagram`` are dropped on
+receive (and refused on send); a stream holding more than ``max_stream_buffer`` bytes without a
+complete message, or whose unsent data exceeds ``max_write_buffer`` (peer not reading), is
+closed and reported failed; at most ``max_inbound_connections`` accepted connections.
 
 Keep-alives (RFC 5626 3.5.1 / 4.4.1): `start_keepalive(flow, interval)` sends CRLFCRLF every
 80-100% of ``interval`` and expects a CRLF pong within ``pong_timeout`` (10 s), else the flow is
