@@ -206,6 +206,7 @@ class TransportError:
 
 Event = NewRequest | AckFor2xx | ResponseReceived | StrayResponse | Timeout | TransportError
 
+_RETRANSMIT_TIMERS = frozenset({"A", "E", "G"})
 _Send = Callable[[SipMessage, Hashable, bytes], None]
 
 
@@ -258,11 +259,14 @@ class Transaction:
         events: list[Event] = []
         while self.state is not TxState.TERMINATED:
             due = [
-                (deadline, name) for name, deadline in self._deadlines.items() if deadline <= now
+                (deadline, name in _RETRANSMIT_TIMERS, name)
+                for name, deadline in self._deadlines.items()
+                if deadline <= now
             ]
             if not due:
                 break
-            _, name = min(due)
+            # At equal deadlines the timeout wins: no pointless send as the transaction dies.
+            _, _, name = min(due)
             del self._deadlines[name]
             events += self._on_timer(name, now)
         return events
@@ -779,16 +783,16 @@ class TransactionLayer:
 
     def _match_server(self, request: SipRequest) -> ServerTransaction | None:
         method = _tx_method(request)
-        tx = self._servers.get(_server_key(request, method, request.to.tag))
-        if request.method != "ACK":
+        key = _server_key(request, method, request.to.tag)
+        tx = self._servers.get(key)
+        if request.method != "ACK" or key[0] != "2543":
             return tx
-        if tx is None and _server_key(request, method, None)[0] == "2543":
-            # 2543: the INVITE had no To tag, the ACK carries the tag of our response.
+        # RFC 2543 ACK: it carries the To tag of our response, while the INVITE it belongs to
+        # had none (or, for a re-INVITE, the same one); it matches only if the tags agree.
+        if tx is None:
             tx = self._servers.get(_server_key(request, method, None))
-        if tx is not None and _server_key(request, method, None)[0] == "2543":
-            sent = tx.last_response.to.tag if tx.last_response is not None else None
-            if sent != request.to.tag:
-                return None
+        if tx is None or tx.last_response is None or tx.last_response.to.tag != request.to.tag:
+            return None
         return tx
 
     def find_invite_for_cancel(self, cancel: SipRequest) -> InviteServerTransaction | None:

@@ -6,8 +6,9 @@ import pytest
 
 from firmware.sip.dialog import Dialog, DialogError, DialogId, DialogSet, DialogState
 from firmware.sip.ids import SeededIds
-from firmware.sip.message import SipRequest, SipResponse
+from firmware.sip.message import SipRequest, SipResponse, make_response
 from firmware.sip.parser import parse_message
+from firmware.sip.transaction import AckFor2xx, NewRequest, ResponseReceived, TransactionLayer
 from firmware.sip.uri import parse_uri
 
 INVITE = (
@@ -367,3 +368,71 @@ def test_dialog_set_forked_early_dialogs_and_purge() -> None:
 def test_remote_target_can_be_compared_to_a_parsed_uri() -> None:
     d = Dialog.from_uac(invite(), answer(200))
     assert d.remote_target == parse_uri("sip:bob@192.0.2.5:5070;transport=UDP")
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: two transaction layers and two dialogs talking through wire bytes
+# ---------------------------------------------------------------------------------------------
+def _wire(layer: TransactionLayer) -> list[bytes]:
+    return [out.data for out in layer.drain()]
+
+
+def _with_via(req: SipRequest, branch: str, sent_by: str) -> SipRequest:
+    """What the UA core does before sending: put its own Via on top."""
+    req.headers.insert(0, "Via", f"SIP/2.0/UDP {sent_by};branch={branch}")
+    return req
+
+
+def test_call_setup_and_teardown_across_two_layers() -> None:
+    alice_addr, bob_addr = ("udp", "192.0.2.1", 5060), ("udp", "192.0.2.5", 5070)
+    alice, bob = TransactionLayer(), TransactionLayer()
+    alice_dialogs, bob_dialogs = DialogSet(), DialogSet()
+
+    inv = invite()
+    client_tx = alice.send_request(inv, bob_addr, reliable=False, now=0.0)
+    (wire,) = _wire(alice)
+    (new,) = bob.receive(parse_message(wire), alice_addr, reliable=False, now=0.01)
+    assert isinstance(new, NewRequest)
+    bob_dialog = bob_dialogs.add(
+        Dialog.from_uas(new.request, "btag", "<sip:bob@192.0.2.5:5070;transport=udp>")
+    )
+    ok = make_response(new.request, 200, to_tag="btag")
+    ok.headers.add("Contact", "<sip:bob@192.0.2.5:5070;transport=udp>")
+    bob.respond(new.server_tx, ok, now=0.05)
+    bob_dialog.confirm()
+    (wire,) = _wire(bob)
+    (got,) = alice.receive(parse_message(wire), bob_addr, reliable=False, now=0.06)
+    assert isinstance(got, ResponseReceived) and got.client_tx is client_tx
+    alice_dialog = alice_dialogs.add(Dialog.from_uac(inv, got.response))
+
+    # Alice ACKs the 2xx herself, outside the transaction.
+    ack = _with_via(alice_dialog.create_ack(inv), "z9hG4bKack1", "192.0.2.1:5060")
+    alice.send_stateless(ack, bob_addr)
+    (wire,) = _wire(alice)
+    assert wire.startswith(b"ACK sip:bob@192.0.2.5:5070;transport=udp SIP/2.0\r\n")
+    (ack_event,) = bob.receive(parse_message(wire), alice_addr, reliable=False, now=0.07)
+    assert isinstance(ack_event, AckFor2xx)
+    assert bob_dialogs.find_for_request(ack_event.request) is bob_dialog
+    assert bob_dialog.check_request(ack_event.request) is None
+
+    # Bob hangs up: the BYE goes to Alice's Contact and is found in her dialog set.
+    bye = _with_via(
+        bob_dialog.create_request("BYE", ids=SeededIds("bob")), "z9hG4bKbye1", "192.0.2.5:5070"
+    )
+    bye_tx = bob.send_request(bye, alice_addr, reliable=False, now=10.0)
+    (wire,) = _wire(bob)
+    assert wire.startswith(b"BYE sip:alice@192.0.2.1:5060 SIP/2.0\r\n")
+    (bye_event,) = alice.receive(parse_message(wire), bob_addr, reliable=False, now=10.01)
+    assert isinstance(bye_event, NewRequest)
+    found = alice_dialogs.find_for_request(bye_event.request)
+    assert found is alice_dialog and found.check_request(bye_event.request) is None
+    assert found.remote_seq == bye.cseq.number
+    alice.respond(bye_event.server_tx, make_response(bye_event.request, 200), now=10.02)
+    found.terminate()
+    (wire,) = _wire(alice)
+    (bye_ok,) = bob.receive(parse_message(wire), alice_addr, reliable=False, now=10.03)
+    assert isinstance(bye_ok, ResponseReceived) and bye_ok.client_tx is bye_tx
+    bob_dialog.update_from_response(bye_ok.response)
+    bob_dialog.terminate()
+    assert alice_dialogs.purge_terminated() == [alice_dialog]
+    assert bob_dialogs.purge_terminated() == [bob_dialog]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware.sip.message import SipRequest, SipResponse, make_response
 from firmware.sip.parser import parse_message
@@ -673,3 +675,40 @@ def test_respond_rejects_a_response_for_another_request() -> None:
     with pytest.raises(ValueError, match="700"):
         layer.respond(event.server_tx, make_response(invite, 700), now=0.1)
     assert sent(layer) == [] and event.server_tx.state is TxState.PROCEEDING
+
+
+def test_rfc2543_ack_for_reinvite_matches_with_the_dialog_tag() -> None:
+    layer = TransactionLayer()
+    reinvite = request(branch=None, cseq=2, to_tag="dlg")
+    (event,) = layer.receive(reinvite, PEER, reliable=False, now=0.0)
+    layer.respond(event.server_tx, make_response(reinvite, 488), now=0.1)
+    ack = request("ACK", branch=None, cseq=2, cseq_method="ACK", to_tag="dlg")
+    assert layer.receive(ack, PEER, reliable=False, now=0.2) == []
+    assert event.server_tx.state is TxState.CONFIRMED
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    t1=st.sampled_from([0.1, 0.25, 0.5, 1.0, 2.0]),
+    factor=st.sampled_from([1, 2, 3, 8, 16]),
+)
+def test_non_invite_retransmit_gaps_double_to_t2_and_f_is_64_t1(t1: float, factor: int) -> None:
+    timers = Timers(t1=t1, t2=t1 * factor)
+    layer = TransactionLayer(timers)
+    layer.send_request(request("OPTIONS"), PEER, reliable=False, now=0.0)
+    layer.drain()
+    times = [0.0]
+    events: list[object] = []
+    while not events:
+        deadline = layer.get_timer()
+        assert deadline is not None
+        events = layer.handle_timer(deadline)
+        if layer.drain():
+            times.append(deadline)
+    assert [type(e) for e in events] == [Timeout]
+    assert deadline == pytest.approx(64 * t1)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    expected = [min(t1 * 2**k, timers.t2) for k in range(len(gaps))]
+    assert gaps == pytest.approx(expected)
+    # The last retransmission is the last one before F (none at F's own instant).
+    assert times[-1] < 64 * t1 <= times[-1] + min(t1 * 2 ** len(gaps), timers.t2) + 1e-9
