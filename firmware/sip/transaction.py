@@ -184,7 +184,12 @@ class ResponseReceived:
 
 @dataclass(eq=False)
 class StrayResponse:
-    """A response matching no client transaction (e.g. a 2xx retransmit after Accepted ended)."""
+    """A response matching no client transaction (e.g. a 2xx retransmit after Accepted ended).
+
+    RFC 6026 (changing 3261 18.1.2) says a UA should silently discard these, since Accepted now
+    catches every legitimate 2xx retransmission; the event exists so the UA core can log them
+    and make that decision itself.
+    """
 
     response: SipResponse
     source: Hashable
@@ -309,7 +314,10 @@ class ClientTransaction(Transaction):
 
 
 class InviteClientTransaction(ClientTransaction):
-    """17.1.1 (figure 5) with RFC 6026: Calling -> Proceeding -> Accepted|Completed -> Terminated."""
+    """17.1.1 (figure 5) with RFC 6026: Calling -> Proceeding -> Accepted|Completed -> Terminated.
+
+    Proceeding has no timer: how long a call may ring is the TU's call (it sends a CANCEL).
+    """
 
     state = TxState.CALLING
 

@@ -601,7 +601,11 @@ def test_bad_cseq_with_good_via_still_reaches_the_tu_for_a_400() -> None:
     layer = TransactionLayer()
     msg = parse_message(_raw("SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx", "notanumber OPTIONS"))
     events = layer.receive(msg, PEER, reliable=False, now=0.0)
-    assert [type(e) for e in events] == [NewRequest]
+    assert len(events) == 1 and isinstance(events[0], NewRequest)
+    bad_request = make_response(msg, 400, "Bad CSeq")
+    layer.respond(events[0].server_tx, bad_request, now=0.1)
+    assert sent(layer) == [bad_request.serialize()]
+    assert b"CSeq: notanumber OPTIONS\r\n" in bad_request.serialize()
 
 
 def test_send_stateless_queues_without_a_transaction() -> None:
