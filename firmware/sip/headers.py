@@ -472,7 +472,7 @@ def parse_cseq(value: str) -> CSeq:
     if not (number_text.isascii() and number_text.isdigit()) or len(number_text) > 10:
         raise SipParseError(f"Bad CSeq sequence number {number_text!r}")
     number = int(number_text)
-    if number >= 2**31:
+    if number >= 2**32:  # RFC 3261 8.1.1.5: a 32-bit unsigned integer
         raise SipParseError(f"CSeq sequence number {number_text} out of range")
     if not is_token(method):
         raise SipParseError(f"Bad CSeq method {method!r}")

@@ -34,36 +34,48 @@ class KeepAlive:
 
 
 def _check_version(version: str, is_request: bool) -> str:
+    """Validate a SIP-Version token.
+
+    A request with another version still parses (as written) so the UAS can answer it with
+    505 (validate_request); a response with another version is dropped here.
+    """
     if version == "SIP/2.0":
         return version
     m = _VERSION_RE.fullmatch(version)
     if m is None:
         raise SipParseError(f"Bad SIP version {version!r}")
     if (int(m.group(1)), int(m.group(2))) != (2, 0):
+        if is_request:
+            return version
         raise SipParseError(f"SIP version {version} not supported", 505)
-    return "SIP/2.0"
+    return version
 
 
 def _parse_start(line: str) -> tuple[str, str, str, str]:
     """Return ("request", method, uri, version) or ("response", version, status, reason)."""
     if line[:4].upper() == "SIP/":
         version, sp, rest = line.partition(" ")
-        status, sp2, reason = rest.partition(" ")
-        if not sp or len(status) != 3 or not status.isdigit() or not status.isascii():
-            raise SipParseError(f"Bad status line {line!r}")
-        if not 100 <= int(status) <= 699:
-            raise SipParseError(f"Status code {status} out of range")
+        status, _, reason = rest.partition(" ")
+        if not sp or not status.isdigit() or not status.isascii():
+            raise SipParseError(f"Bad status line {line[:80]!r}")
+        if len(status) != 3 or not 100 <= int(status) <= 699:
+            raise SipParseError(f"Status code {status[:20]} out of range")
         if _CTL_RE.search(reason):
             raise SipParseError("Control character in reason phrase")
         return "response", _check_version(version, False), status, reason
     parts = line.split(" ")
     if len(parts) != 3:
+        # RFC 3261 25.1: Request-Line = Method SP Request-URI SP SIP-Version CRLF, exactly.
+        if line.endswith((" ", "\t")):
+            raise SipParseError("Trailing whitespace in request line")
+        if "  " in line:
+            raise SipParseError("Multiple spaces between request line elements")
         if len(parts) > 3 and parts[-1].upper().startswith("SIP/"):
-            raise SipParseError("Whitespace in Request-URI or extra SP in request line")
-        raise SipParseError(f"Bad request line {line!r}")
+            raise SipParseError("Whitespace inside Request-URI")
+        raise SipParseError(f"Bad request line {line[:80]!r}")
     method, uri, version = parts
     if not method or _METHOD_RE.fullmatch(method) is None:
-        raise SipParseError(f"Bad method {method!r} in request line")
+        raise SipParseError(f"Bad method {method[:40]!r} in request line")
     if not uri:
         raise SipParseError("Empty Request-URI")
     if uri[0] == "<":
@@ -106,8 +118,6 @@ def _parse_head(head: bytes) -> tuple[tuple[str, str, str, str], Headers]:
         name = name.rstrip(" \t")
         if _NAME_RE.fullmatch(name) is None:
             raise SipParseError(f"Bad header name {name[:40]!r}")
-        if "\x00" in value:
-            raise SipParseError(f"NUL byte in {name} header")
         items.append((header_key(name), name, value.strip(" \t")))
         if len(items) > MAX_HEADERS:
             raise SipParseError(f"Too many headers (limit {MAX_HEADERS})")
@@ -164,11 +174,16 @@ def parse_message(data: bytes) -> Message:
         raise SipParseError("Empty message")
     head, body = _split_head(data)
     start, headers = _parse_head(head)
-    length = _content_length(headers)
+    try:
+        length = _content_length(headers)
+    except SipParseError as exc:
+        exc.message = _build(start, headers, b"")
+        raise
     if length is not None:
         if length > len(body):
             raise SipParseError(
-                f"Content-Length {length} larger than the {len(body)} body bytes received"
+                f"Content-Length {length} larger than the {len(body)} body bytes received",
+                message=_build(start, headers, b""),
             )
         if length < len(body):
             body = body[:length]
@@ -218,25 +233,36 @@ class StreamParser:
                 end = buf.find(b"\r\n\r\n")
                 if end < 0:
                     if len(buf) > self._max:
-                        out.append(SipParseError("Header block too large", 513))
+                        out.append(
+                            SipParseError("Header block too large", 513, breaks_framing=True)
+                        )
                         buf.clear()
                     break
                 head = bytes(buf[:end])
                 del buf[: end + 4]
                 try:
                     start, headers = _parse_head(head)
-                    length = _content_length(headers)
                 except SipParseError as exc:
                     out.append(exc)
                     # Skip the bad message's body too if its length is readable, to resync.
                     self._skip = _lenient_length(head)
                     self._drop_body(buf)
                     continue
+                try:
+                    length = _content_length(headers)
+                except SipParseError as exc:
+                    exc.breaks_framing = True
+                    out.append(exc)
+                    continue
                 if length is None:
-                    out.append(SipParseError("Missing Content-Length on a stream transport"))
+                    out.append(
+                        SipParseError(
+                            "Missing Content-Length on a stream transport", breaks_framing=True
+                        )
+                    )
                     continue
                 if end + length > self._max:
-                    out.append(SipParseError("Message too large", 513))
+                    out.append(SipParseError("Message too large", 513, breaks_framing=True))
                     buf.clear()
                     break
                 self._pending = (start, headers, length)

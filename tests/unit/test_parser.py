@@ -156,10 +156,29 @@ def test_malformed_messages(raw: bytes, reason: str) -> None:
         parse_message(raw)
 
 
-def test_version_505() -> None:
+def test_other_versions() -> None:
+    # a request parses so the UAS can answer 505 (validate_request); a response is dropped
+    req = parse_message(b"OPTIONS sip:a@b SIP/7.0\r\n\r\n")
+    assert isinstance(req, SipRequest) and req.version == "SIP/7.0"
     with pytest.raises(SipParseError) as err:
-        parse_message(b"OPTIONS sip:a@b SIP/7.0\r\n\r\n")
+        parse_message(b"SIP/3.0 200 OK\r\n\r\n")
     assert err.value.status == 505
+
+
+def test_content_length_error_keeps_the_parsed_head() -> None:
+    with pytest.raises(SipParseError) as err:
+        parse_message(INVITE[:-5])
+    assert isinstance(err.value.message, SipRequest)
+    assert err.value.message.call_id == "3848276298220188511@atlanta.example.com"
+
+
+def test_stream_errors_flag_broken_framing() -> None:
+    sp = StreamParser()
+    bad_start, no_cl = sp.feed(
+        b"GARBAGE\r\nl: 0\r\n\r\n" + OK.replace(b"Content-Length: 0\r\n", b"")
+    )
+    assert isinstance(bad_start, SipParseError) and not bad_start.breaks_framing
+    assert isinstance(no_cl, SipParseError) and no_cl.breaks_framing
 
 
 def test_stream_parser_frames_split_and_joined_messages() -> None:
