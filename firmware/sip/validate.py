@@ -46,7 +46,7 @@ def _check_headers(req: SipRequest) -> None:
     if cseq.method != req.method:
         raise SipParseError(f"CSeq method {cseq.method} does not match request method {req.method}")
     mf = headers.get("Max-Forwards")
-    if mf is not None and (not (mf.isascii() and mf.isdigit()) or len(mf) > 3 or int(mf) > 255):
+    if mf is not None and (not (mf.isascii() and mf.isdigit()) or len(mf) > 10 or int(mf) > 255):
         raise SipParseError(f"Bad Max-Forwards value {mf[:20]!r}")
     expires = headers.get("Expires")
     if expires is not None and not (expires.isascii() and expires.isdigit() and len(expires) <= 10):
