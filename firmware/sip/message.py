@@ -28,10 +28,18 @@ from firmware.sip.uri import URI, parse_uri
 _COMPACT_KEYS = {short: long.lower() for short, long in COMPACT.items()}
 
 
+_KEY_CACHE: dict[str, str] = {}
+
+
 def header_key(name: str) -> str:
     """Lookup key for a header name: lower-case long form (compact forms expanded)."""
-    key = name.lower()
-    return _COMPACT_KEYS.get(key, key)
+    key = _KEY_CACHE.get(name)
+    if key is None:
+        key = name.lower()
+        key = _COMPACT_KEYS.get(key, key)
+        if len(_KEY_CACHE) < 4096:  # bounded: names come from the network
+            _KEY_CACHE[name] = key
+    return key
 
 
 class Headers:
@@ -134,15 +142,18 @@ class SipMessage:
     def __init__(self, headers: Headers, body: bytes = b"") -> None:
         self.headers = headers
         self.body = body
-        self._cache: dict[str, tuple[int, Any]] = {}
+        self._cache: dict[str, tuple[int, Any]] | None = None
 
     def _cached(self, key: str, build: Any) -> Any:
-        hit = self._cache.get(key)
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = {}
+        hit = cache.get(key)
         version = self.headers.version
         if hit is not None and hit[0] == version:
             return hit[1]
         value = build()
-        self._cache[key] = (version, value)
+        cache[key] = (version, value)
         return value
 
     def _required(self, name: str) -> str:

@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass
 
 from firmware.sip.errors import SipParseError
-from firmware.sip.headers import _CANONICAL, COMPACT, is_token  # noqa: F401
 from firmware.sip.message import Headers, SipRequest, SipResponse, header_key
 
 MAX_MESSAGE = 64 * 1024
@@ -21,6 +20,10 @@ MAX_LINE = 8 * 1024
 _METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _NAME_RE = _METHOD_RE
 _VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)", re.IGNORECASE)
+_KNOWN_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER "
+    "MESSAGE UPDATE".split()
+)
 _CTL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 Message = SipRequest | SipResponse
@@ -74,7 +77,7 @@ def _parse_start(line: str) -> tuple[str, str, str, str]:
             raise SipParseError("Whitespace inside Request-URI")
         raise SipParseError(f"Bad request line {line[:80]!r}")
     method, uri, version = parts
-    if not method or _METHOD_RE.fullmatch(method) is None:
+    if method not in _KNOWN_METHODS and _METHOD_RE.fullmatch(method) is None:
         raise SipParseError(f"Bad method {method[:40]!r} in request line")
     if not uri:
         raise SipParseError("Empty Request-URI")
@@ -85,47 +88,59 @@ def _parse_start(line: str) -> tuple[str, str, str, str]:
     return "request", method, uri, _check_version(version, True)
 
 
+# Header name as written -> (lookup key, name without trailing whitespace). Names repeat
+# across messages, so validating each distinct spelling once takes the regex off the hot
+# path; the cache is bounded so hostile input cannot grow it.
+_NAME_CACHE: dict[str, tuple[str, str]] = {}
+_NAME_CACHE_MAX = 4096
+_FOLD_RE = re.compile(r"\r\n[ \t]+")
+
+
+def _header_name(name: str) -> tuple[str, str]:
+    clean = name.rstrip(" \t")
+    if _NAME_RE.fullmatch(clean) is None:
+        raise SipParseError(f"Bad header name {clean[:40]!r}")
+    entry = (header_key(clean), clean)
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+        _NAME_CACHE[name] = entry
+    return entry
+
+
 def _parse_head(head: bytes) -> tuple[tuple[str, str, str, str], Headers]:
     """Parse the start line and header lines (everything before the blank line)."""
     text = head.decode("utf-8", "surrogateescape")
+    if "\r\n " in text or "\r\n\t" in text:
+        # Folding (RFC 3261 7.3.1): CRLF followed by whitespace is one SP. A header value's
+        # surrounding whitespace is stripped below, so this is all unfolding needs.
+        first_end = text.find("\r\n")
+        if text[first_end + 2 : first_end + 3] in (" ", "\t"):
+            raise SipParseError("Header continuation line before any header")
+        text = _FOLD_RE.sub(" ", text)
     lines = text.split("\r\n")
+    if len(text) > MAX_LINE and max(map(len, lines)) > MAX_LINE:
+        if len(lines[0]) > MAX_LINE:
+            raise SipParseError("Start line too long", 400 if text.startswith("SIP/") else 414)
+        raise SipParseError(f"Header line too long (limit {MAX_LINE} bytes)")
+    if len(lines) - 1 > MAX_HEADERS:
+        raise SipParseError(f"Too many headers (limit {MAX_HEADERS})")
     start = lines[0]
-    if len(start) > MAX_LINE:
-        raise SipParseError("Start line too long", 414 if not start.startswith("SIP/") else 400)
     if not start:
         raise SipParseError("Empty start line")
     start_parts = _parse_start(start)
     items: list[tuple[str, str, str]] = []
-    if len(lines) - 1 > MAX_HEADERS * 4:
-        raise SipParseError(f"Too many header lines (limit {MAX_HEADERS})")
-    for line in lines[1:]:
-        if len(line) > MAX_LINE:
-            raise SipParseError(f"Header line too long (limit {MAX_LINE} bytes)")
-        first = line[:1]
-        if first == " " or first == "\t":
-            # Folded continuation (RFC 3261 7.3.1): LWS with CRLF is equivalent to one SP.
-            if not items:
-                raise SipParseError("Header continuation line before any header")
-            key, name, value = items[-1]
-            value = f"{value} {line.strip()}" if value else line.strip()
-            if len(value) > MAX_LINE:
-                raise SipParseError(f"Header line too long (limit {MAX_LINE} bytes)")
-            items[-1] = (key, name, value)
-            continue
-        name, colon, value = line.partition(":")
+    append = items.append
+    cache = _NAME_CACHE
+    for i in range(1, len(lines)):
+        name, colon, value = lines[i].partition(":")
         if not colon:
-            raise SipParseError(f"Header line without colon: {line[:40]!r}")
-        name = name.rstrip(" \t")
-        if _NAME_RE.fullmatch(name) is None:
-            raise SipParseError(f"Bad header name {name[:40]!r}")
-        items.append((header_key(name), name, value.strip(" \t")))
-        if len(items) > MAX_HEADERS:
-            raise SipParseError(f"Too many headers (limit {MAX_HEADERS})")
+            raise SipParseError(f"Header line without colon: {name[:40]!r}")
+        entry = cache.get(name) or _header_name(name)
+        append((entry[0], entry[1], value.strip(" \t")))
     return start_parts, Headers._from_keyed(items)
 
 
 def _content_length(headers: Headers) -> int | None:
-    values = headers.get_raw("Content-Length")
+    values = [v for k, _, v in headers._items if k == "content-length"]
     if not values:
         return None
     length: int | None = None
