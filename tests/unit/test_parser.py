@@ -266,3 +266,70 @@ def test_headers_mutation_invalidates_cached_views() -> None:
     assert "Via" not in msg.headers
     with pytest.raises(SipParseError, match="Missing Via"):
         _ = msg.vias
+
+
+# --- describe (deskphone sip-check) --------------------------------------------------------
+
+
+def test_describe_request() -> None:
+    from firmware.sip.describe import describe
+
+    assert describe("invite.sip", INVITE) == {
+        "file": "invite.sip",
+        "kind": "request",
+        "method": "INVITE",
+        "status": None,
+        "request_uri": "sip:bob@biloxi.example.com",
+        "call_id": "3848276298220188511@atlanta.example.com",
+        "cseq": {"number": 1, "method": "INVITE"},
+        "vias": [
+            {
+                "transport": "UDP",
+                "sent_by": "client.atlanta.example.com:5060",
+                "branch": "z9hG4bK74bf9",
+            }
+        ],
+        "from": {"uri": "sip:alice@atlanta.example.com", "tag": "9fxced76sl"},
+        "to": {"uri": "sip:bob@biloxi.example.com", "tag": None},
+        "header_count": 10,
+        "body_length": len(SDP),
+    }
+
+
+def test_describe_response() -> None:
+    from firmware.sip.describe import describe
+
+    out = describe("ok.sip", OK)
+    assert (out["kind"], out["method"], out["status"], out["request_uri"]) == (
+        "response",
+        None,
+        200,
+        None,
+    )
+    assert out["to"] == {"uri": "sip:bob@biloxi.example.com", "tag": "8321234356"}
+
+
+@pytest.mark.parametrize(
+    "raw, error",
+    [
+        (INVITE[:-5], "Content-Length 136 larger than the 131 body bytes received"),
+        (
+            INVITE.replace(b"CSeq: 1 INVITE", b"CSeq: 1 BYE"),
+            "CSeq method BYE does not match request method INVITE",
+        ),
+        (INVITE.replace(b"SIP/2.0\r\n", b"SIP/3.0\r\n", 1), "Version Not Supported"),
+        (INVITE.replace(b"INVITE sip:", b"INVITE urn:", 1), "Unsupported URI Scheme"),
+        (OK.replace(b"CSeq: 1 INVITE", b"CSeq: x INVITE"), "Bad CSeq sequence number 'x'"),
+    ],
+)
+def test_describe_errors(raw: bytes, error: str) -> None:
+    from firmware.sip.describe import describe
+
+    assert describe("m.sip", raw) == {"file": "m.sip", "error": error}
+
+
+def test_describe_does_not_reject_unknown_require() -> None:
+    from firmware.sip.describe import describe
+
+    raw = INVITE.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nRequire: foo\r\n")
+    assert describe("m.sip", raw)["kind"] == "request"
