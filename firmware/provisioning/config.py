@@ -58,8 +58,15 @@ class AccountConfig:
     @property
     def aor(self) -> SipURI:
         scheme = "sips" if self.registrar.scheme == "sips" else "sip"
-        return SipURI(scheme=scheme, user=self.user, password=None, host=self.domain,
-                      port=None, params={}, headers={})
+        return SipURI(
+            scheme=scheme,
+            user=self.user,
+            password=None,
+            host=self.domain,
+            port=None,
+            params={},
+            headers={},
+        )
 
 
 @dataclass(frozen=True)
@@ -136,13 +143,21 @@ class _Section:
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise self.error(unknown[0], "unknown key (check the spelling; see the README's "
-                             "configuration reference)")
+            raise self.error(
+                unknown[0],
+                "unknown key (check the spelling; see the README's configuration reference)",
+            )
 
 
 def _kind_name(kinds: tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list", dict: "a table"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -193,8 +208,9 @@ def load_config(path: str | Path) -> PhoneConfig:
     return parse_config(doc, file=file, base_dir=path.parent)
 
 
-def parse_config(doc: dict[str, Any], *, file: str = "<config>",
-                 base_dir: Path | None = None) -> PhoneConfig:
+def parse_config(
+    doc: dict[str, Any], *, file: str = "<config>", base_dir: Path | None = None
+) -> PhoneConfig:
     base = base_dir or Path.cwd()
     top = _Section(file, "", doc)
 
@@ -218,8 +234,10 @@ def parse_config(doc: dict[str, Any], *, file: str = "<config>",
     tls_cert = sip.get("tls_cert", str, None)
     tls_key = sip.get("tls_key", str, None)
     if (tls_cert is None) != (tls_key is None):
-        raise sip.error("tls_cert" if tls_cert is None else "tls_key",
-                        "tls_cert and tls_key must be given together")
+        raise sip.error(
+            "tls_cert" if tls_cert is None else "tls_key",
+            "tls_cert and tls_key must be given together",
+        )
     t1 = sip.get("t1", float, 0.5)
     if not 0.05 <= t1 <= 10:
         raise sip.error("t1", "must be between 0.05 and 10 seconds")
@@ -264,25 +282,28 @@ def parse_config(doc: dict[str, Any], *, file: str = "<config>",
         host = f"[{domain}]" if ":" in domain and not domain.startswith("[") else domain
         registrar = _sip_uri(acc, "registrar", registrar_text or f"sip:{host}")
         rtransport = registrar.transport or ("tls" if registrar.scheme == "sips" else "udp")
-        if rtransport not in transports:
-            raise acc.error("registrar", f"uses transport {rtransport} but sip.listen has no "
-                            f"{rtransport} entry")
+        # TCP/TLS work without a listener (requests come back over our connection); UDP
+        # needs a socket to send from and to be reached on.
+        if rtransport == "udp" and "udp" not in transports:
+            raise acc.error("registrar", "uses transport udp but sip.listen has no udp entry")
         expires = acc.get("expires", int, 3600)
         if not 10 <= expires <= 86400:
             raise acc.error("expires", "must be between 10 and 86400 seconds")
         proxy_text = acc.get("outbound_proxy", str, None)
-        accounts.append(AccountConfig(
-            id=acc_id,
-            user=user,
-            password=acc.get("password", str),
-            domain=domain,
-            auth_user=acc.get("auth_user", str, user),
-            display_name=acc.get("display_name", str, None),
-            registrar=registrar,
-            expires=expires,
-            enabled=acc.get("enabled", bool, True),
-            outbound_proxy=_sip_uri(acc, "outbound_proxy", proxy_text) if proxy_text else None,
-        ))
+        accounts.append(
+            AccountConfig(
+                id=acc_id,
+                user=user,
+                password=acc.get("password", str),
+                domain=domain,
+                auth_user=acc.get("auth_user", str, user),
+                display_name=acc.get("display_name", str, None),
+                registrar=registrar,
+                expires=expires,
+                enabled=acc.get("enabled", bool, True),
+                outbound_proxy=_sip_uri(acc, "outbound_proxy", proxy_text) if proxy_text else None,
+            )
+        )
         acc.finish()
 
     api = _Section(file, "api", top.get("api", dict, {}))
@@ -293,8 +314,12 @@ def parse_config(doc: dict[str, Any], *, file: str = "<config>",
     token = api.get("token", str, None)
     if token is not None and len(token) < 16:
         raise api.error("token", "must be at least 16 characters")
-    api_cfg = ApiConfig(host=m.group(1).strip("[]"), port=int(m.group(2)), token=token,
-                        enabled=api.get("enabled", bool, True))
+    api_cfg = ApiConfig(
+        host=m.group(1).strip("[]"),
+        port=int(m.group(2)),
+        token=token,
+        enabled=api.get("enabled", bool, True),
+    )
     if api_cfg.enabled and token is None:
         raise api.error("token", "is required while the action API is enabled")
     api.finish()
@@ -305,5 +330,11 @@ def parse_config(doc: dict[str, Any], *, file: str = "<config>",
         raise log.error("level", "must be one of debug, info, warning, error")
     log.finish()
     top.finish()
-    return PhoneConfig(source=file, device=device, accounts=tuple(accounts), sip=sip_cfg,
-                       api=api_cfg, log_level=level)
+    return PhoneConfig(
+        source=file,
+        device=device,
+        accounts=tuple(accounts),
+        sip=sip_cfg,
+        api=api_cfg,
+        log_level=level,
+    )

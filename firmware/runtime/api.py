@@ -20,8 +20,9 @@ StatusProvider = Callable[[], dict[str, Any]]
 
 
 def _unauthorized(reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=401,
-                             headers={"WWW-Authenticate": 'Bearer realm="deskphone"'})
+    return web.json_response(
+        {"error": reason}, status=401, headers={"WWW-Authenticate": 'Bearer realm="deskphone"'}
+    )
 
 
 def make_app(token: str, status: StatusProvider) -> web.Application:

@@ -428,6 +428,21 @@ class TransportManager:
         self.send_on_flow(conn.flow, data)
         return conn.flow
 
+    async def connect(self, dest: Address) -> Flow:
+        """Open (or reuse) a TCP/TLS connection to ``dest`` without sending anything.
+
+        The UA needs the connection's local address before it writes Via and Contact when the
+        phone has no listener of that transport (e.g. TLS to the PBX, RFC 5626 style flows).
+        """
+        if not dest.is_stream:
+            raise TransportError(f"connect() is for TCP/TLS, not {dest.transport}")
+        conn = await self._stream_conn_to(dest)
+        assert conn.flow is not None
+        return conn.flow
+
+    def has_listener(self, transport: str) -> bool:
+        return any(a.transport == transport.lower() for a in self.listeners)
+
     def send_on_flow(self, flow: Flow, data: bytes) -> None:
         """Write on an existing flow right now (usable from inside callbacks)."""
         if not flow.is_stream:

@@ -1,0 +1,327 @@
+"""The phone process: one asyncio loop owning sockets, the timer, and the action API.
+
+It feeds the sans-IO UA core with what the transports receive and the single earliest timer
+deadline, and writes what the core wants sent. Everything protocol-related lives in
+firmware/sip; this module only moves bytes and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from typing import Any
+
+from firmware.provisioning.config import AccountConfig, PhoneConfig
+from firmware.runtime.addresses import Address, resolve_target
+from firmware.runtime.api import ApiServer
+from firmware.runtime.state import DeviceState
+from firmware.runtime.transports import Flow, TlsConfig, TransportError, TransportManager
+from firmware.sip.auth import DigestClient, DigestCredentials
+from firmware.sip.errors import SipParseError
+from firmware.sip.ids import IdSource, SecureIds
+from firmware.sip.message import SipRequest, SipResponse
+from firmware.sip.registration import Registration
+from firmware.sip.transaction import Timers
+from firmware.sip.ua import LocalEndpoint, UserAgent
+from firmware.sip.uri import SipURI
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 5.0  # seconds to wait for un-REGISTER answers on SIGTERM
+
+
+def wall_time(monotonic_t: float | None) -> float | None:
+    """Convert a monotonic deadline from the core into Unix time for people and scripts."""
+    if monotonic_t is None:
+        return None
+    return round(time.time() + (monotonic_t - time.monotonic()), 3)
+
+
+class Phone:
+    """A running phone: transports + UA core + registrations + action API."""
+
+    def __init__(self, config: PhoneConfig, ids: IdSource | None = None) -> None:
+        self.config = config
+        self.ids = ids or SecureIds()
+        self.ua = UserAgent(
+            ids=self.ids, user_agent=config.sip.user_agent, timers=Timers(t1=config.sip.t1)
+        )
+        tls = TlsConfig(
+            ca_file=str(config.sip.tls_ca) if config.sip.tls_ca else None,
+            verify=config.sip.tls_verify,
+            cert_file=str(config.sip.tls_cert) if config.sip.tls_cert else None,
+            key_file=str(config.sip.tls_key) if config.sip.tls_key else None,
+        )
+        self.transports = TransportManager(
+            self._on_message, self._on_bad_message, self._on_flow_failed, tls=tls
+        )
+        self.api: ApiServer | None = None
+        self.state = DeviceState(config.device.state_dir)
+        self._wake = asyncio.Event()
+        self._out: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._account_dest: dict[str, Address] = {}
+        self._accounts: dict[str, AccountConfig] = {}
+        self._keepalive_flows: set[Flow] = set()
+        self.started_at = time.time()
+
+    # ----- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        listen = [Address(s.transport, s.host, s.port) for s in self.config.sip.listen]
+        await self.transports.start(listen)
+        log.info("SIP listening on %s", ", ".join(str(a) for a in self.transports.listeners))
+        self._tasks = [
+            asyncio.create_task(self._timer_loop(), name="sip-timer"),
+            asyncio.create_task(self._sender(), name="sip-sender"),
+        ]
+        instance = self.state.instance_urn()
+        for reg_id, account in enumerate(self.config.accounts, start=1):
+            if account.enabled:
+                await self._add_account(account, instance, reg_id)
+        if self.config.api.enabled and self.config.api.token:
+            self.api = ApiServer(
+                self.config.api.host, self.config.api.port, self.config.api.token, self.status
+            )
+            await self.api.start()
+        self._pump()
+
+    async def _add_account(self, account: AccountConfig, instance: str, reg_id: int) -> None:
+        target = account.outbound_proxy or account.registrar
+        dest = resolve_target(target)
+        if dest.ip_version is None:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                dest.host, dest.port, type=socket.SOCK_DGRAM
+            )
+            dest = Address(dest.transport, str(infos[0][4][0]), dest.port)
+        self._account_dest[account.id] = dest
+        creds = DigestCredentials(account.auth_user, account.password)
+        registration = Registration(
+            account=account.id,
+            aor=account.aor,
+            registrar=account.registrar,
+            ids=self.ids,
+            instance_id=instance,
+            digest=DigestClient(creds, self.ids, allow_md5=self.config.sip.allow_md5),
+            reg_id=reg_id,
+            expires=account.expires,
+            user_agent=self.config.sip.user_agent,
+            allow=self.ua.allow,
+            base_all_failed=self.config.sip.retry_base,
+            base_some_ok=self.config.sip.retry_base * 3,
+        )
+        self._accounts[account.id] = account
+        if self._uses_connection(dest):
+            # No listener for this transport: we appear as the connection's local address, and
+            # the registrar reaches us back over that same connection (RFC 5626 style).
+            self.ua.add_account(account.id, registration, dest, None, time.monotonic())
+            self._spawn(self._connect_account(account.id, first=True))
+        else:
+            endpoint = self._endpoint(dest, account)
+            self.ua.add_account(account.id, registration, dest, endpoint, time.monotonic())
+
+    def _uses_connection(self, dest: Address) -> bool:
+        return dest.is_stream and not self.transports.has_listener(dest.transport)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _connect_account(self, account_id: str, *, first: bool) -> None:
+        """Open the account's connection, then (re-)register over it; retry with backoff."""
+        dest = self._account_dest[account_id]
+        binding = self.ua.accounts[account_id]
+        failures = 0
+        while True:
+            try:
+                flow = await self.transports.connect(dest)
+                break
+            except (TransportError, OSError) as e:
+                failures += 1
+                wait = binding.registration.backoff(failures)
+                log.warning(
+                    "%s: cannot connect to %s (%s); retrying in %.1f s", account_id, dest, e, wait
+                )
+                await asyncio.sleep(wait)  # reconnect backoff (RFC 5626 4.5), not a poll
+        endpoint = self._endpoint(dest, self._accounts[account_id], local=flow.local)
+        now = time.monotonic()
+        if first:
+            self.ua.set_endpoint(account_id, endpoint, now)
+        else:
+            self.ua.rebind_account(account_id, dest, endpoint, now)
+        self._pump()
+
+    def _endpoint(
+        self, dest: Address, account: AccountConfig, local: Address | None = None
+    ) -> LocalEndpoint:
+        """Via sent-by and Contact towards ``dest``: our listener, or the connection we opened."""
+        if local is None:
+            family = socket.AF_INET6 if dest.ip_version == 6 else socket.AF_INET
+            local = self.transports.local_address(dest.transport, family)
+        host = local.host
+        if host in ("0.0.0.0", "::"):
+            host = self.transports.outbound_ip(dest.host)
+        local = Address(local.transport, host, local.port)
+        params: dict[str, str | None] = {}
+        if dest.transport != "udp":
+            params["transport"] = dest.transport
+        contact = SipURI(
+            scheme="sip",
+            user=account.user,
+            password=None,
+            host=local.host,
+            port=local.port,
+            params=params,
+            headers={},
+        )
+        return LocalEndpoint(
+            via_transport=local.via_transport,
+            sent_by=local.sent_by,
+            contact=contact,
+            reliable=dest.is_stream,
+        )
+
+    async def stop(self) -> None:
+        """Un-REGISTER (waiting a bounded time for the answers), then close everything."""
+        self.ua.stop(time.monotonic())
+        self._pump()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while self.ua.busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # bounded wait for un-REGISTER answers at shutdown only
+        await self._out.join()
+        tasks = [*self._tasks, *self._background]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.api is not None:
+            await self.api.stop()
+        await self.transports.stop()
+
+    # ----- the loop ------------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Queue what the core wants sent and let the timer loop re-arm."""
+        for out in self.ua.drain():
+            self._out.put_nowait((out.data, out.dest))
+        self._wake.set()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            deadline = self.ua.get_timer()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            now = time.monotonic()
+            deadline = self.ua.get_timer()
+            if deadline is not None and deadline <= now:
+                try:
+                    self.ua.handle_timer(now)
+                except Exception:  # a core bug must not stop every future timer
+                    log.exception("internal error while handling SIP timers")
+                self._pump()
+
+    async def _sender(self) -> None:
+        """Send in order; a TCP/TLS connect happens here, outside the core."""
+        while True:
+            data, dest = await self._out.get()
+            try:
+                flow = await self.transports.send(data, dest)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "sent %d bytes to %s: %s",
+                        len(data),
+                        flow,
+                        data.split(b"\r\n", 1)[0].decode(errors="replace"),
+                    )
+                self._maybe_keepalive(flow, dest)
+            except (TransportError, OSError) as e:
+                log.warning("cannot send to %s: %s", dest, e)
+                self.ua.transport_failed(dest, time.monotonic())
+                self._pump()
+            finally:
+                self._out.task_done()
+
+    def _maybe_keepalive(self, flow: Flow, dest: Any) -> None:
+        """CRLF keep-alives on the connections our registrations use (RFC 5626 4.4.1)."""
+        if (
+            flow.is_stream
+            and isinstance(dest, Address)
+            and flow not in self._keepalive_flows
+            and dest in self._account_dest.values()
+        ):
+            self._keepalive_flows.add(flow)
+            self.transports.start_keepalive(flow, self.config.sip.keepalive_interval)
+
+    # ----- transport callbacks -------------------------------------------------------------
+    def _on_message(self, message: SipRequest | SipResponse, flow: Flow, now: float) -> None:
+        try:
+            self.ua.receive(message, flow, reliable=flow.is_stream, now=time.monotonic())
+        except Exception:  # a core bug on one message must not take the phone down
+            log.exception("internal error while handling a message from %s", flow)
+        self._pump()
+
+    def _on_bad_message(self, error: SipParseError, raw: bytes, flow: Flow) -> None:
+        # Without a parseable Via/From/To/Call-ID/CSeq there is nothing to address a 400 to.
+        log.info("dropped unparseable message from %s: %s", flow, error.reason)
+
+    def _on_flow_failed(self, flow: Flow) -> None:
+        self._keepalive_flows.discard(flow)
+        now = time.monotonic()
+        for account_id, dest in self._account_dest.items():
+            if (
+                dest.transport == flow.transport
+                and dest.port == flow.remote.port
+                and dest.host == flow.remote.host
+            ):
+                log.warning(
+                    "flow %s to the registrar of %s failed; re-registering", flow, account_id
+                )
+                self.ua.transport_failed(dest, now)
+                binding = self.ua.accounts.get(account_id)
+                if binding is None:
+                    continue
+                if self._uses_connection(dest):
+                    self._spawn(self._connect_account(account_id, first=False))
+                elif binding.endpoint is not None:
+                    self.ua.rebind_account(account_id, dest, binding.endpoint, now)
+        self._pump()
+
+    # ----- status ----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        regs = []
+        for item in self.ua.registration_status():
+            item = dict(item)
+            for key in ("expires_at", "next_attempt"):
+                item[key] = wall_time(item.get(key))
+            regs.append(item)
+        return {
+            "device": {
+                "name": self.config.device.name,
+                "uptime": round(time.time() - self.started_at, 1),
+            },
+            "registrations": regs,
+            "calls": [],
+        }
+
+
+async def run_phone(config: PhoneConfig) -> int:
+    """Run until SIGTERM/SIGINT, then un-register and exit 0."""
+    phone = Phone(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await phone.start()
+    if phone.api is not None and phone.api.bound is not None:
+        log.info("action API on http://%s:%d/api/status", *phone.api.bound)
+    await stop.wait()
+    log.info("shutting down: un-registering")
+    await phone.stop()
+    return 0

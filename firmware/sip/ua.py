@@ -1,0 +1,335 @@
+"""The user agent core (RFC 3261 sections 8 and 12 for the UAS side): sans-IO.
+
+It sits on the transaction layer: incoming requests are validated and answered (OPTIONS, 501
+for unknown methods, 405 for REGISTER, 481 for unknown dialogs, 482 for merged requests), and
+account registrations are driven through client transactions. Method handling is a table
+(`self.handlers`), so later features (calls, REFER, SUBSCRIBE...) register a handler instead of
+growing an if/elif chain; Allow is derived from that table so it never lies.
+
+The runtime feeds `receive()` / `handle_timer()` and sends what `drain()` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware.sip.errors import SipParseError
+from firmware.sip.ids import IdSource, new_branch, new_tag
+from firmware.sip.message import SipRequest, SipResponse, make_response
+from firmware.sip.registration import Registration
+from firmware.sip.transaction import (
+    AckFor2xx,
+    NewRequest,
+    Outgoing,
+    ResponseReceived,
+    StrayResponse,
+    Timeout,
+    Timers,
+    TransactionLayer,
+    TransportError,
+)
+from firmware.sip.uri import SipURI
+from firmware.sip.validate import validate_request
+
+log = logging.getLogger(__name__)
+
+# Option tags we implement (sent in Supported, accepted in Require).
+SUPPORTED: tuple[str, ...] = ("path", "outbound", "gruu")
+ACCEPT = "application/sdp"
+MERGE_WINDOW = 32.0  # seconds a request's identity is remembered for merge detection (Timer J)
+
+
+@dataclass(frozen=True)
+class LocalEndpoint:
+    """How this phone appears on one transport: what goes in Via and Contact."""
+
+    via_transport: str  # "UDP", "TCP", "TLS"
+    sent_by: str  # "host:port" with IPv6 in brackets
+    contact: SipURI
+    reliable: bool
+
+
+@dataclass
+class AccountBinding:
+    """A registration plus where its requests go and how we appear there."""
+
+    registration: Registration
+    dest: Hashable
+    endpoint: LocalEndpoint | None  # None until the runtime knows (e.g. TLS still connecting)
+
+
+Handler = Callable[[Any, SipRequest, float], None]
+
+
+@dataclass
+class _MergeEntry:
+    branch: str
+    expires: float
+
+
+@dataclass
+class UserAgent:
+    """UA core: validation, method dispatch and registration plumbing over the transaction layer."""
+
+    ids: IdSource
+    user_agent: str = "deskphone/0.1"
+    timers: Timers = field(default_factory=Timers)
+
+    def __post_init__(self) -> None:
+        self.transactions = TransactionLayer(self.timers)
+        self.accounts: dict[str, AccountBinding] = {}
+        self._tx_owner: dict[int, AccountBinding] = {}
+        self._merge: dict[tuple[str, str, int, str], _MergeEntry] = {}
+        self.handlers: dict[str, Handler] = {
+            "OPTIONS": self._on_options,
+            "REGISTER": self._on_register,
+            "INVITE": self._on_invite,
+            "BYE": self._on_unknown_dialog,
+            "CANCEL": self._on_cancel,
+            "ACK": self._on_ack,
+            "NOTIFY": self._on_unknown_dialog,
+        }
+
+    # ----- accounts -------------------------------------------------------------------------
+    def add_account(
+        self,
+        name: str,
+        registration: Registration,
+        dest: Hashable,
+        endpoint: LocalEndpoint | None,
+        now: float,
+    ) -> None:
+        """Start registering; with no endpoint yet the REGISTER waits for `set_endpoint`."""
+        binding = AccountBinding(registration, dest, endpoint)
+        self.accounts[name] = binding
+        if endpoint is not None:
+            registration.set_contact(endpoint.contact)
+        registration.start(now)
+        self._pump_registrations(now)
+
+    def set_endpoint(self, name: str, endpoint: LocalEndpoint, now: float) -> None:
+        """The runtime learned how we appear towards the account's registrar."""
+        binding = self.accounts[name]
+        binding.endpoint = endpoint
+        binding.registration.set_contact(endpoint.contact)
+        self._pump_registrations(now)
+
+    def rebind_account(
+        self, name: str, dest: Hashable, endpoint: LocalEndpoint, now: float
+    ) -> None:
+        """A flow failed: re-register on a new flow (RFC 5626 section 4.4.1)."""
+        binding = self.accounts[name]
+        binding.dest, binding.endpoint = dest, endpoint
+        binding.registration.set_contact(endpoint.contact)
+        binding.registration.flow_failed(now)
+        self._pump_registrations(now)
+
+    def transport_failed(self, dest: Hashable, now: float) -> None:
+        """The runtime could not send to ``dest``: fail the transactions using it."""
+        for event in self.transactions.transport_failed(dest, now):
+            self._dispatch(event, now)
+        self._pump_registrations(now)
+
+    def stop(self, now: float) -> None:
+        """Shutdown: un-REGISTER every account."""
+        for binding in self.accounts.values():
+            binding.registration.stop(now)
+        self._pump_registrations(now)
+
+    def busy(self) -> bool:
+        """True while client transactions (e.g. the un-REGISTER) are still running."""
+        return bool(self._tx_owner)
+
+    def _pump_registrations(self, now: float) -> None:
+        for binding in self.accounts.values():
+            for request in binding.registration.take_requests():
+                self._send_request(binding, request, now)
+
+    def _send_request(self, binding: AccountBinding, request: SipRequest, now: float) -> None:
+        ep = binding.endpoint
+        if ep is None:
+            raise RuntimeError("request for an account whose endpoint is not known yet")
+        # rport (RFC 3581) lets the registrar answer through NATs to the port we sent from.
+        request.headers.remove("Via")
+        request.headers.insert(
+            0, "Via", f"SIP/2.0/{ep.via_transport} {ep.sent_by};branch={new_branch(self.ids)};rport"
+        )
+        tx = self.transactions.send_request(request, binding.dest, reliable=ep.reliable, now=now)
+        self._tx_owner[id(tx)] = binding
+
+    # ----- inbound ----------------------------------------------------------------------------
+    def receive(
+        self, message: SipRequest | SipResponse, source: Hashable, *, reliable: bool, now: float
+    ) -> None:
+        """Feed one parsed message from the network."""
+        for event in self.transactions.receive(message, source, reliable=reliable, now=now):
+            self._dispatch(event, now)
+        self._pump_registrations(now)
+
+    def handle_timer(self, now: float) -> None:
+        for event in self.transactions.handle_timer(now):
+            self._dispatch(event, now)
+        for binding in self.accounts.values():
+            binding.registration.handle_timer(now)
+        self._expire_merge(now)
+        self._pump_registrations(now)
+
+    def get_timer(self) -> float | None:
+        deadlines = [t for t in [self.transactions.get_timer()] if t is not None]
+        deadlines += [
+            t for b in self.accounts.values() if (t := b.registration.get_timer()) is not None
+        ]
+        if self._merge:
+            deadlines.append(min(e.expires for e in self._merge.values()))
+        return min(deadlines) if deadlines else None
+
+    def drain(self) -> list[Outgoing]:
+        return self.transactions.drain()
+
+    def _dispatch(self, event: object, now: float) -> None:
+        if isinstance(event, NewRequest):
+            self._on_request(event.server_tx, event.request, now)
+        elif isinstance(event, ResponseReceived):
+            binding = self._tx_owner.get(id(event.client_tx))
+            if binding is None:
+                return
+            if event.response.status >= 200:
+                del self._tx_owner[id(event.client_tx)]
+                binding.registration.handle_response(event.response, now)
+        elif isinstance(event, (Timeout, TransportError)):
+            # Timer B/F or a failed send: the REGISTER got no answer (RFC 3261 8.1.3.1 -> 408).
+            binding = self._tx_owner.pop(id(event.tx), None)
+            if binding is not None:
+                binding.registration.handle_timeout(now, event.tx.request)
+        elif isinstance(event, AckFor2xx):
+            log.debug("ACK for 2xx with no dialog ignored")
+        elif isinstance(event, StrayResponse):
+            log.debug("stray response %s ignored", event.response.status)
+
+    def _on_request(self, server_tx: Any, request: SipRequest, now: float) -> None:
+        try:
+            error = validate_request(request, set(SUPPORTED))
+        except SipParseError as e:
+            error = make_response(request, e.status, e.reason)
+        if error is not None:
+            if request.method != "ACK":
+                self._respond(server_tx, error, now, tag=True)
+            return
+        if self._is_merged(request, now):
+            self.respond(server_tx, request, 482, "Loop Detected", now)
+            return
+        handler = self.handlers.get(request.method)
+        if handler is None:
+            self.respond(server_tx, request, 501, "Not Implemented", now)
+            return
+        if request.to.tag is not None and request.method not in ("ACK", "CANCEL"):
+            # No dialogs exist yet at this layer; later features register dialog routing here.
+            self.respond(server_tx, request, 481, "Call/Transaction Does Not Exist", now)
+            return
+        handler(server_tx, request, now)
+
+    def _is_merged(self, request: SipRequest, now: float) -> bool:
+        """RFC 3261 8.2.2.2: same From tag, Call-ID and CSeq on a new branch = merged by a fork."""
+        if request.to.tag is not None or request.method in ("ACK", "CANCEL"):
+            return False
+        key = (request.from_.tag or "", request.call_id, request.cseq.number, request.cseq.method)
+        branch = request.top_via.branch or ""
+        entry = self._merge.get(key)
+        if entry is not None and entry.branch != branch and entry.expires > now:
+            return True
+        self._merge[key] = _MergeEntry(branch, now + MERGE_WINDOW)
+        return False
+
+    def _expire_merge(self, now: float) -> None:
+        for key in [k for k, e in self._merge.items() if e.expires <= now]:
+            del self._merge[key]
+
+    # ----- responses --------------------------------------------------------------------------
+    def allow(self) -> str:
+        return ", ".join(self.handlers)
+
+    def respond(
+        self,
+        server_tx: Any,
+        request: SipRequest,
+        status: int,
+        reason: str,
+        now: float,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> SipResponse:
+        response = make_response(request, status, reason)
+        for name, value in headers or []:
+            response.headers.add(name, value)
+        self._respond(server_tx, response, now, tag=True)
+        return response
+
+    def _respond(self, server_tx: Any, response: SipResponse, now: float, *, tag: bool) -> None:
+        if tag and response.status > 100:
+            self._ensure_to_tag(response)
+        if "Server" not in response.headers:
+            response.headers.add("Server", self.user_agent)
+        self.transactions.respond(server_tx, response, now)
+
+    def _ensure_to_tag(self, response: SipResponse) -> None:
+        """Give a final/provisional response our To tag (RFC 3261 8.2.6.2).
+
+        The To header may be the malformed part of a request being refused with 400, so the
+        check must not depend on parsing it successfully.
+        """
+        to = response.headers.get("To")
+        if to is None:
+            return
+        try:
+            has_tag = response.to.tag is not None
+        except SipParseError:
+            has_tag = ";tag=" in to.replace(" ", "").lower()
+        if not has_tag:
+            response.headers.set("To", f"{to};tag={new_tag(self.ids)}")
+
+    # ----- method handlers ---------------------------------------------------------------------
+    def _on_options(self, server_tx: Any, request: SipRequest, now: float) -> None:
+        self.respond(
+            server_tx,
+            request,
+            200,
+            "OK",
+            now,
+            [
+                ("Allow", self.allow()),
+                ("Accept", ACCEPT),
+                ("Accept-Encoding", "identity"),
+                ("Accept-Language", "en"),
+                ("Supported", ", ".join(SUPPORTED)),
+            ],
+        )
+
+    def _on_register(self, server_tx: Any, request: SipRequest, now: float) -> None:
+        # A phone is not a registrar (RFC 3261 10.3 / 21.4.6).
+        self.respond(server_tx, request, 405, "Method Not Allowed", now, [("Allow", self.allow())])
+
+    def _on_invite(self, server_tx: Any, request: SipRequest, now: float) -> None:
+        # Calls arrive with the call-control layer; until a handler replaces this one the
+        # phone honestly says it cannot take the call.
+        self.respond(server_tx, request, 480, "Temporarily Unavailable", now)
+
+    def _on_unknown_dialog(self, server_tx: Any, request: SipRequest, now: float) -> None:
+        self.respond(server_tx, request, 481, "Call/Transaction Does Not Exist", now)
+
+    def _on_cancel(self, server_tx: Any, request: SipRequest, now: float) -> None:
+        invite_tx = self.transactions.find_invite_for_cancel(request)
+        if invite_tx is None:
+            self.respond(server_tx, request, 481, "Call/Transaction Does Not Exist", now)
+            return
+        self.respond(server_tx, request, 200, "OK", now)
+        cancelled = invite_tx.request
+        self.respond(invite_tx, cancelled, 487, "Request Terminated", now)
+
+    def _on_ack(self, server_tx: Any, request: SipRequest, now: float) -> None:
+        """ACKs that reach the TU with no dialog are simply absorbed."""
+
+    # ----- status -----------------------------------------------------------------------------
+    def registration_status(self) -> list[dict[str, Any]]:
+        return [b.registration.status() for b in self.accounts.values()]
