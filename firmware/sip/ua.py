@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # Option tags we implement (sent in Supported, accepted in Require).
 SUPPORTED: tuple[str, ...] = ("path", "outbound", "gruu")
 ACCEPT = "application/sdp"
+NOT_ALLOWED = frozenset({"REGISTER"})  # recognised, answered 405, never advertised
 MERGE_WINDOW = 32.0  # seconds a request's identity is remembered for merge detection (Timer J)
 
 
@@ -223,7 +224,7 @@ class UserAgent:
             return
         handler = self.handlers.get(request.method)
         if handler is None:
-            self.respond(server_tx, request, 501, "Not Implemented", now)
+            self.respond(server_tx, request, 501, "Not Implemented", now, [("Allow", self.allow())])
             return
         if request.to.tag is not None and request.method not in ("ACK", "CANCEL"):
             # No dialogs exist yet at this layer; later features register dialog routing here.
@@ -249,7 +250,8 @@ class UserAgent:
 
     # ----- responses --------------------------------------------------------------------------
     def allow(self) -> str:
-        return ", ".join(self.handlers)
+        # REGISTER has a handler only to refuse it with 405; it must not be advertised.
+        return ", ".join(m for m in self.handlers if m not in NOT_ALLOWED)
 
     def respond(
         self,
