@@ -3,9 +3,9 @@
 Fixtures (see kamailio.py, sipp.py, certs.py for the objects' API):
 
 * ``pki`` (session) -> certs.TestPKI: CA, loopback server cert, client cert (PEM paths).
-* ``kamailio`` -> kamailio.Kamailio: ONE registrar/proxy for the whole session (MD5 digest,
-  users 1001..1010 / pw1001..pw1010, min_expires 5 s). If a test stopped it, the next test that
-  asks for it gets it started again on the same ports. Tests share its location table: use a
+* ``kamailio`` (session) -> kamailio.Kamailio: ONE registrar/proxy for the whole session (MD5
+  digest, users 1001..1010 / pw1001..pw1010, min_expires 5 s). If a test stopped it, the next
+  test that uses it (directly or through another fixture) gets it started again, same ports. Tests share its location table: use a
   user of your own, or clean up (un-REGISTER) what you register.
 * ``kamailio_sha256`` (session) -> a second instance that challenges with algorithm=SHA-256.
 * ``make_kamailio(**kwargs)`` (session) -> start another instance with other settings
@@ -80,15 +80,17 @@ def make_kamailio(
 
 
 @pytest.fixture(scope="session")
-def _kamailio_session(make_kamailio: Callable[..., Kamailio]) -> Kamailio:
+def kamailio(make_kamailio: Callable[..., Kamailio]) -> Kamailio:
     return make_kamailio()
 
 
-@pytest.fixture
-def kamailio(_kamailio_session: Kamailio) -> Kamailio:
-    if not _kamailio_session.running:  # a previous test stopped it
-        _kamailio_session.start()
-    return _kamailio_session
+@pytest.fixture(autouse=True)
+def _revive_kamailio(request: pytest.FixtureRequest) -> None:
+    """A test that stopped the shared Kamailio must not break the tests after it."""
+    if "kamailio" in request.fixturenames:
+        instance = request.getfixturevalue("kamailio")
+        if not instance.running:
+            instance.start()
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,9 @@ The `kamailio` session fixture (tests/interop/conftest.py) returns a started `Ka
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import itertools
 import json
 import logging
@@ -106,6 +108,15 @@ def free_ports(count: int, *, ipv6: bool = False) -> list[int]:
             if len(ports) == count:
                 return ports
     raise KamailioError(f"could not find {count} free loopback ports")
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it if the test process dies (Linux prctl)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _sip_options(host: str, port: int, branch: str) -> bytes:
@@ -178,6 +189,7 @@ class Kamailio:
         self._proc: subprocess.Popen[bytes] | None = None
         self._rpc_ids = itertools.count(1)
         self._write_config()
+        atexit.register(self.stop)  # in case the session finalizer never runs
 
     # -- public helpers -------------------------------------------------------------------
 
@@ -234,6 +246,7 @@ class Kamailio:
                     stderr=logf,
                     cwd=self.workdir,
                     start_new_session=True,
+                    preexec_fn=_die_with_parent,
                 )
             except FileNotFoundError as exc:
                 raise KamailioError(f"{self.binary} not found: {exc}") from exc
