@@ -219,6 +219,10 @@ class StreamParser:
         self._max = max_message
         self._pending: tuple[tuple[str, str, str, str], Headers, int] | None = None
         self._skip = 0  # body bytes of a rejected message still to discard
+        # Where the search for the blank line resumes, so a header block trickling in one
+        # byte at a time is scanned once overall, not once per feed (linear, not quadratic).
+        self._scan_from = 0
+        self.bytes_scanned = 0  # total bytes searched for CRLFCRLF (a work counter for tests)
 
     def _drop_body(self, buf: bytearray) -> None:
         if self._skip:
@@ -239,20 +243,26 @@ class StreamParser:
                     if buf[:4] == b"\r\n\r\n":
                         out.append(KeepAlive("ping"))
                         del buf[:4]
-                    elif len(buf) >= 3 or len(buf) == 2:
+                    elif len(buf) == 3 and buf[2:3] == b"\r":
+                        break  # a ping split after CRLF CR: wait for its LF
+                    else:
                         out.append(KeepAlive("pong"))
                         del buf[:2]
                     continue
                 if buf[:1] == b"\r":
                     break  # wait for the LF
-                end = buf.find(b"\r\n\r\n")
+                end = buf.find(b"\r\n\r\n", self._scan_from)
+                self.bytes_scanned += (len(buf) if end < 0 else end + 4) - self._scan_from
                 if end < 0:
+                    self._scan_from = max(0, len(buf) - 3)
                     if len(buf) > self._max:
                         out.append(
                             SipParseError("Header block too large", 513, breaks_framing=True)
                         )
                         buf.clear()
+                        self._scan_from = 0
                     break
+                self._scan_from = 0
                 head = bytes(buf[:end])
                 del buf[: end + 4]
                 try:
@@ -279,6 +289,7 @@ class StreamParser:
                 if end + length > self._max:
                     out.append(SipParseError("Message too large", 513, breaks_framing=True))
                     buf.clear()
+                    self._scan_from = 0
                     break
                 self._pending = (start, headers, length)
             start, headers, length = self._pending
