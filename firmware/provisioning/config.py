@@ -62,7 +62,9 @@ class AccountConfig:
             scheme=scheme,
             user=self.user,
             password=None,
-            host=self.domain,
+            host=f"[{self.domain}]"
+            if ":" in self.domain and "[" not in self.domain
+            else self.domain,
             port=None,
             params={},
             headers={},

@@ -174,7 +174,7 @@ class Phone:
             scheme="sip",
             user=account.user,
             password=None,
-            host=local.host,
+            host=local.host_for_uri,
             port=local.port,
             params=params,
             headers={},

@@ -7,6 +7,7 @@ backoff, and recovery after the registrar restarts.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -175,3 +176,48 @@ def test_status_api_requires_the_token(
     assert phone.request("/api/status", token=None)[0] == 401
     assert phone.request("/api/status", token="wrong-token-wrong-token")[0] == 401
     phone.wait_state("registered", 15)
+
+
+def test_registers_over_ipv6(
+    kamailio: Kamailio, phones: Callable[..., PhoneProcess], tmp_path: Path
+) -> None:
+    if kamailio.udp6_addr is None:
+        pytest.skip("IPv6 loopback is not available on this machine")
+    host, port = kamailio.udp6_addr
+    from tests.interop.phone import free_port
+
+    sip_port = free_port(socket.SOCK_DGRAM)
+    acc = account(kamailio, "1010", "udp", registrar=f"sip:[{host}]:{port}")
+    phone = phones([acc], listen=[f"udp:[::1]:{sip_port}"])
+    phone.wait_state("registered", 15)
+    binding = contacts_of(kamailio, "1010")[0]
+    assert f"[::1]:{sip_port}" in binding["Address"], binding
+    assert phone.terminate() == 0
+
+
+def test_two_accounts_and_stable_instance_across_restart(
+    kamailio: Kamailio, phones: Callable[..., PhoneProcess], tmp_path: Path
+) -> None:
+    accounts = [
+        account(kamailio, "1001", "udp", id="line1"),
+        account(kamailio, "1002", "tcp", id="line2"),
+    ]
+    phone = phones(accounts)
+    phone.wait_state("registered", 15, account="line1")
+    phone.wait_state("registered", 15, account="line2")
+    first = {u: contacts_of(kamailio, u)[0] for u in ("1001", "1002")}
+    assert first["1001"]["Instance"] == first["1002"]["Instance"], "one device, one instance"
+    assert {str(b["Reg-Id"]) for b in first.values()} == {"1", "2"}
+    phone.kill()  # kill -9: no un-REGISTER; the state file must still be intact
+
+    again = PhoneProcess(phone.workdir, accounts)  # same state_dir
+    try:
+        again.start()
+        again.wait_state("registered", 15, account="line1")
+        binding = contacts_of(kamailio, "1001")
+        assert [b["Instance"] for b in binding] == [first["1001"]["Instance"]], (
+            "RFC 5626: the same +sip.instance after a restart replaces the old binding"
+        )
+        assert again.terminate() == 0
+    finally:
+        again.kill()

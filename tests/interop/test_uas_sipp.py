@@ -56,3 +56,32 @@ def test_malformed_invite_gets_400(
     assert response.status == 400
     assert words.lower() in response.first_line.lower(), response.first_line
     assert phone.status()["registrations"] == []  # still alive and answering
+
+
+def test_garbage_never_crashes_the_phone(
+    phone: PhoneProcess, sipp: Callable[..., SippResult]
+) -> None:
+    """Unparseable bytes are dropped (or answered 400) and the phone keeps serving."""
+    import random
+    import socket
+
+    rng = random.Random(4475)
+    junk = [
+        b"\x00" * 10,
+        b"INVITE\r\n\r\n",
+        b"SIP/2.0 200\r\n\r\n",
+        b"\xff\xfe" * 500,
+        b"OPTIONS sip:x SIP/2.0\r\nVia: \r\n\r\n",
+        b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 999\r\n\r\nshort",
+    ]
+    junk += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 1400))) for _ in range(50)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for data in junk:
+            s.sendto(data, ("127.0.0.1", phone.sip_port))
+    for data in junk[:10]:
+        with socket.create_connection(("127.0.0.1", phone.sip_port), timeout=5) as c:
+            c.sendall(data + b"\r\n\r\n")
+    result = sipp("options_and_unknown.xml", ("127.0.0.1", phone.sip_port))
+    assert result.ok, result.explain()
+    assert result.received[0].status == 200
+    assert phone.proc is not None and phone.proc.poll() is None

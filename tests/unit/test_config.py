@@ -95,3 +95,8 @@ def test_udp_registrar_needs_a_udp_listener(tmp_path: Path) -> None:
 def test_tls_registrar_needs_no_listener(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, GOOD.replace("transport=tcp", "transport=tls")))
     assert cfg.accounts[0].registrar.transport == "tls"
+
+
+def test_ipv6_domain_makes_a_bracketed_aor(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD.replace('domain = "127.0.0.1"', 'domain = "::1"')))
+    assert str(cfg.accounts[0].aor) == "sip:1001@[::1]"
