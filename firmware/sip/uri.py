@@ -169,6 +169,7 @@ class TelURI:
     """A tel: URI (RFC 3966); `number` as written, visual separators kept."""
 
     __slots__ = ("number", "params")
+    scheme = "tel"
 
     def __init__(self, number: str, params: dict[str, str | None] | None = None) -> None:
         self.number = number

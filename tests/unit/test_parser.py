@@ -333,3 +333,16 @@ def test_describe_does_not_reject_unknown_require() -> None:
 
     raw = INVITE.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nRequire: foo\r\n")
     assert describe("m.sip", raw)["kind"] == "request"
+
+
+def test_validate_accepts_tel_request_uri_and_rejects_unknown_scheme() -> None:
+    from firmware.sip.validate import validate_request
+
+    tel = INVITE.replace(b"INVITE sip:bob@biloxi.example.com", b"INVITE tel:+15551234", 1)
+    req = parse_message(tel)
+    assert isinstance(req, SipRequest) and req.uri.scheme == "tel"
+    assert validate_request(req, set()) is None
+    mailto = parse_message(tel.replace(b"tel:+15551234", b"mailto:bob@example.com", 1))
+    assert isinstance(mailto, SipRequest)
+    resp = validate_request(mailto, set())
+    assert resp is not None and resp.status == 416
