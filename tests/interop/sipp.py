@@ -10,7 +10,7 @@ API::
     result.explain()         # command, exit code, sipp's errors and the message trace
 
 `scenario` is a file name in tests/interop/data (or any path). `transport` is "udp" or "tcp"
-(Debian's sipp is built without TLS). `keys` become ``-key NAME VALUE`` (used as [NAME] in the
+(Debian's sipp is built without TLS). For IPv6 pass ``target=("::1", port), local_ip="::1"``. `keys` become ``-key NAME VALUE`` (used as [NAME] in the
 scenario); `auth_user`/`auth_password` answer digest challenges (``[authentication]``).
 Every run has a global timeout, so a silent peer makes the run fail instead of hanging.
 
@@ -124,9 +124,10 @@ def parse_message_log(text: str) -> list[SippMessage]:
     return messages
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
+def _free_port(kind: int, host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as s:
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -180,7 +181,7 @@ def run_sipp(
         "-i",
         local_ip,
         "-p",
-        str(_free_port(sip_port_kind)),
+        str(_free_port(sip_port_kind, local_ip)),
         "-cp",
         str(_free_port(socket.SOCK_DGRAM)),
         "-m",

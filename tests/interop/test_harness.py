@@ -296,6 +296,22 @@ def test_sipp_register_over_tcp(kamailio: Kamailio, sipp: Callable[..., SippResu
     assert f"tcp:127.0.0.1:{kamailio.tcp_addr[1]}" in sockets
 
 
+def test_sipp_register_over_udp_ipv6(kamailio: Kamailio, sipp: Callable[..., SippResult]) -> None:
+    if kamailio.udp6_addr is None:
+        pytest.skip("IPv6 loopback is not available on this machine")
+    result = sipp(
+        "register_auth.xml",
+        kamailio.udp6_addr,
+        local_ip="::1",
+        keys={"user": "1009", "domain": kamailio.domain, "expires": "20"},
+        auth_user="1009",
+        auth_password=kamailio.users["1009"],
+    )
+    assert result.ok, result.explain()
+    sockets = [c["Socket"] for c in kamailio.contacts(kamailio.aor("1009"))]
+    assert f"udp:[::1]:{kamailio.udp6_addr[1]}" in sockets
+
+
 def test_register_with_wrong_password_is_refused(
     kamailio: Kamailio, sipp: Callable[..., SippResult]
 ) -> None:
