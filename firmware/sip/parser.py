@@ -117,6 +117,11 @@ def _parse_head(head: bytes) -> tuple[tuple[str, str, str, str], Headers]:
             raise SipParseError("Header continuation line before any header")
         text = _FOLD_RE.sub(" ", text)
     lines = text.split("\r\n")
+    breaks = len(lines) - 1
+    if text.count("\n") != breaks or text.count("\r") != breaks:
+        # A lone CR or LF is not a line end in SIP; letting it through a header value would
+        # let a peer smuggle a header past us into a less careful parser downstream.
+        raise SipParseError("Bare CR or LF in the message head")
     if len(text) > MAX_LINE and max(map(len, lines)) > MAX_LINE:
         if len(lines[0]) > MAX_LINE:
             raise SipParseError("Start line too long", 400 if text.startswith("SIP/") else 414)

@@ -149,6 +149,10 @@ def test_limits() -> None:
         (b"SIP/2.0 099 Low\r\n\r\n", "out of range"),
         (b"INVITE sip:a@b SIP/2.0\r\n folded first\r\n\r\n", "continuation"),
         (b"INVITE sip:a@b SIP/2.0\r\nContent-Length: x\r\n\r\n", "Content-Length"),
+        (b"INVITE sip:a@b SIP/2.0\r\nSubject: a\nInjected: b\r\n\r\n", "Bare CR or LF"),
+        (b"INVITE sip:a@b SIP/2.0\r\nSubject: a\rb\r\n\r\n", "Bare CR or LF"),
+        (b"INVITE sip:a@b SIP/2.0\nVia: x\n\n", "blank line"),
+        (b"INVITE sip:a@b SIP/2.0\r\nBad Name: x\r\n\r\n", "Bad header name"),
     ],
 )
 def test_malformed_messages(raw: bytes, reason: str) -> None:
@@ -346,3 +350,20 @@ def test_validate_accepts_tel_request_uri_and_rejects_unknown_scheme() -> None:
     assert isinstance(mailto, SipRequest)
     resp = validate_request(mailto, set())
     assert resp is not None and resp.status == 416
+
+
+def test_sample_files_describe_as_documented() -> None:
+    from pathlib import Path
+
+    from firmware.sip.describe import describe
+
+    samples = Path(__file__).resolve().parents[1] / "data" / "sip"
+    invite = describe("invite.sip", (samples / "invite.sip").read_bytes())
+    assert (invite["kind"], invite["method"], invite["body_length"]) == ("request", "INVITE", 264)
+    ok = describe("200-ok.sip", (samples / "200-ok.sip").read_bytes())
+    assert (ok["status"], ok["to"]["tag"]) == (200, "a6c85cf")
+    bad = describe("bad.sip", (samples / "bad-cseq-method.sip").read_bytes())
+    assert bad == {
+        "file": "bad.sip",
+        "error": "CSeq method BYE does not match request method INVITE",
+    }
