@@ -25,6 +25,7 @@ from firmware.sip.transaction import (
     NewRequest,
     Outgoing,
     ResponseReceived,
+    ServerTransaction,
     StrayResponse,
     Timeout,
     Timers,
@@ -270,12 +271,12 @@ class UserAgent:
 
     def _respond(self, server_tx: Any, response: SipResponse, now: float, *, tag: bool) -> None:
         if tag and response.status > 100:
-            self._ensure_to_tag(response)
+            self._ensure_to_tag(response, server_tx)
         if "Server" not in response.headers:
             response.headers.add("Server", self.user_agent)
         self.transactions.respond(server_tx, response, now)
 
-    def _ensure_to_tag(self, response: SipResponse) -> None:
+    def _ensure_to_tag(self, response: SipResponse, server_tx: Any) -> None:
         """Give a final/provisional response our To tag (RFC 3261 8.2.6.2).
 
         The To header may be the malformed part of a request being refused with 400, so the
@@ -289,7 +290,23 @@ class UserAgent:
         except SipParseError:
             has_tag = ";tag=" in to.replace(" ", "").lower()
         if not has_tag:
-            response.headers.set("To", f"{to};tag={new_tag(self.ids)}")
+            response.headers.set("To", f"{to};tag={self._to_tag_for(server_tx)}")
+
+    def _to_tag_for(self, server_tx: Any) -> str:
+        """The tag already given to this request's earlier responses, else a new one.
+
+        8.2.6.2: all responses to one request (100 aside) carry the same To tag, or a 180
+        and the 200/487 that follows it would look like two different dialogs.
+        """
+        previous = server_tx.last_response if isinstance(server_tx, ServerTransaction) else None
+        if previous is not None and previous.status > 100:
+            try:
+                tag = previous.to.tag
+            except SipParseError:
+                tag = None
+            if tag:
+                return tag
+        return new_tag(self.ids)
 
     # ----- method handlers ---------------------------------------------------------------------
     def _on_options(self, server_tx: Any, request: SipRequest, now: float) -> None:
