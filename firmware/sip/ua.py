@@ -33,7 +33,7 @@ from firmware.sip.transaction import (
     TransportError,
 )
 from firmware.sip.uri import SipURI
-from firmware.sip.validate import validate_request
+from firmware.sip.validate import validate_request, validate_response
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,13 @@ class UserAgent:
         self, message: SipRequest | SipResponse, source: Hashable, *, reliable: bool, now: float
     ) -> None:
         """Feed one parsed message from the network."""
+        if isinstance(message, SipResponse):
+            defect = validate_response(message)
+            if defect is not None:
+                # 8.1.3.3: discard it before it reaches a client transaction, which would
+                # otherwise complete on a response the TU cannot read (and stop retrying).
+                log.warning("discarding malformed response from %r: %s", source, defect)
+                return
         for event in self.transactions.receive(message, source, reliable=reliable, now=now):
             self._dispatch(event, now)
         self._pump_registrations(now)
