@@ -398,7 +398,17 @@ class Via:
         return self.params.get("received")
 
     @property
+    def maddr(self) -> str | None:
+        return self.params.get("maddr")
+
+    @property
+    def ttl(self) -> int | None:
+        value = self.params.get("ttl")
+        return int(value) if value else None
+
+    @property
     def rport(self) -> int | None:
+        """The rport value; None when absent *or* present without a value (check params)."""
         value = self.params.get("rport")
         return int(value) if value and value.isdigit() else None
 

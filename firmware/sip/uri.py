@@ -224,7 +224,7 @@ class AbsoluteURI:
         )
 
     def __hash__(self) -> int:
-        return hash(self.raw)
+        return hash((self.scheme, self.raw.partition(":")[2]))
 
 
 URI = SipURI | TelURI | AbsoluteURI

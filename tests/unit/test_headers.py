@@ -122,6 +122,8 @@ def test_via_parsing() -> None:
     assert via.params["rport"] is None and via.rport is None
     assert via.received == "192.0.2.7"
     assert str(via) == "SIP/2.0/UDP [2001:db8::9]:5062;branch=z9hG4bKx;rport;received=192.0.2.7"
+    (mcast,) = parse_via("SIP/2.0/UDP h;maddr=224.0.1.75;ttl=16;branch=z9hG4bKm")
+    assert (mcast.maddr, mcast.ttl, mcast.branch) == ("224.0.1.75", 16, "z9hG4bKm")
     first, second = parse_via(
         "SIP/2.0/TLS a.example.com;rport=5061 , SIP / 2.0 / WSS b.example.com"
     )

@@ -108,6 +108,9 @@ def test_other_schemes_are_opaque() -> None:
     uri = parse_uri("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6")
     assert isinstance(uri, AbsoluteURI) and uri.scheme == "urn"
     assert str(uri) == "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
+    same = parse_uri("URN:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6")
+    assert same == uri and hash(same) == hash(uri)
+    assert len({parse_uri("sip:%61lice@ATLANTA.com"), parse_uri("sip:alice@atlanta.com")}) == 1
 
 
 @pytest.mark.parametrize(
