@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 SUPPORTED: tuple[str, ...] = ("path", "outbound", "gruu")
 ACCEPT = "application/sdp"
 NOT_ALLOWED = frozenset({"REGISTER"})  # recognised, answered 405, never advertised
+TRANSPORT_FAILURE = "Service Unavailable (transport failure)"
 MERGE_WINDOW = 32.0  # seconds a request's identity is remembered for merge detection (Timer J)
 
 
@@ -208,11 +209,18 @@ class UserAgent:
             if event.response.status >= 200:
                 del self._tx_owner[id(event.client_tx)]
                 binding.registration.handle_response(event.response, now)
-        elif isinstance(event, (Timeout, TransportError)):
-            # Timer B/F or a failed send: the REGISTER got no answer (RFC 3261 8.1.3.1 -> 408).
+        elif isinstance(event, Timeout):
+            # Timer B/F: the REGISTER got no answer (RFC 3261 8.1.3.1: as a 408).
             binding = self._tx_owner.pop(id(event.tx), None)
             if binding is not None:
                 binding.registration.handle_timeout(now, event.tx.request)
+        elif isinstance(event, TransportError):
+            # 8.1.3.1: a transport failure counts as a 503, not as a timeout, so the status
+            # shows that the registrar could not be reached rather than that it was silent.
+            binding = self._tx_owner.pop(id(event.tx), None)
+            if binding is not None:
+                failed = make_response(event.tx.request, 503, TRANSPORT_FAILURE)
+                binding.registration.handle_response(failed, now)
         elif isinstance(event, AckFor2xx):
             log.debug("ACK for 2xx with no dialog ignored")
         elif isinstance(event, StrayResponse):
