@@ -49,6 +49,8 @@ class Headers:
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
         # Each entry is (lookup key, name as written, value as written).
+        for n, v in items or ():
+            self._check(n, v)
         self._items: list[tuple[str, str, str]] = (
             [(header_key(n), n, v) for n, v in items] if items else []
         )
@@ -84,17 +86,26 @@ class Headers:
             out += split_list(value)
         return out
 
+    @staticmethod
+    def _check(name: str, value: str) -> None:
+        # Our own misuse raises: a CR/LF would inject headers into the serialised message.
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+            raise ValueError(f"header {name!r} would break the message framing")
+
     def add(self, name: str, value: str) -> None:
+        self._check(name, value)
         self._items.append((header_key(name), name, value))
         self.version += 1
 
     def insert(self, index: int, name: str, value: str) -> None:
         """Insert at a position (e.g. a new top Via at 0)."""
+        self._check(name, value)
         self._items.insert(index, (header_key(name), name, value))
         self.version += 1
 
     def set(self, name: str, value: str) -> None:
         """Replace every value of ``name`` with one, at the position of the first."""
+        self._check(name, value)
         key = header_key(name)
         out: list[tuple[str, str, str]] = []
         placed = False

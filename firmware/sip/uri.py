@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import unquote
 
 from firmware.sip.errors import SipParseError
 
@@ -30,8 +29,20 @@ _ABS_RE = re.compile(r"[^\x00-\x20\x7f<>\"]+")
 _STRICT_PARAMS = ("user", "ttl", "method", "maddr", "transport")
 
 
+_ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+_RESERVED_CHARS = frozenset(";/?:@&=+$,")
+
+
+def _decode_escape(m: re.Match[str]) -> str:
+    char = chr(int(m.group(1), 16))
+    # RFC 3261 19.1.4: only characters outside the reserved set are equivalent to their
+    # escapes, so an escaped reserved character stays escaped (hex case normalised).
+    return m.group(0).upper() if char in _RESERVED_CHARS else char
+
+
 def _unescape(text: str) -> str:
-    return unquote(text, errors="surrogateescape") if "%" in text else text
+    """Canonical form for comparison: escapes of non-reserved characters decoded."""
+    return _ESCAPE_RE.sub(_decode_escape, text) if "%" in text else text
 
 
 def _split_params(text: str, what: str) -> dict[str, str | None]:
@@ -105,6 +116,13 @@ class SipURI:
     def transport(self) -> str | None:
         value = self.params.get("transport")
         return value.lower() if value else None
+
+    @property
+    def unescaped_user(self) -> str | None:
+        """The user part with every %HH escape decoded (for display and lookups)."""
+        if self.user is None or "%" not in self.user:
+            return self.user
+        return _ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 16)), self.user)
 
     @property
     def host_port(self) -> str:

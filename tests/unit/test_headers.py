@@ -154,3 +154,14 @@ def test_cseq() -> None:
     for bad in ("INVITE", "1", "-1 INVITE", "4294967296 INVITE", "1 INV ITE", "٣ INVITE"):
         with pytest.raises(SipParseError):
             parse_cseq(bad)
+
+
+@pytest.mark.parametrize(
+    "name, value", [("X", "a\r\nInjected: yes"), ("X", "a\nb"), ("X\r\nY", "v"), ("X:Y", "v")]
+)
+def test_headers_refuse_values_that_break_framing(name: str, value: str) -> None:
+    h = Headers([("To", "<sip:a@b>")])
+    for call in (h.add, h.set, lambda n, v: h.insert(0, n, v), lambda n, v: Headers([(n, v)])):
+        with pytest.raises(ValueError, match="framing"):
+            call(name, value)
+    assert list(h) == [("To", "<sip:a@b>")]

@@ -137,3 +137,10 @@ def test_malformed_uris(text: str, reason: str) -> None:
     with pytest.raises(SipParseError, match=reason) as err:
         parse_uri(text)
     assert err.value.status == 400
+
+
+def test_escaped_reserved_characters_are_not_equivalent() -> None:
+    # RFC 3261 19.1.4: only characters outside the reserved set equal their escapes
+    assert parse_uri("sip:%61lice@example.com") == parse_uri("sip:alice@example.com")
+    assert parse_uri("sip:a%3bb@example.com") == parse_uri("sip:a%3Bb@example.com")
+    assert parse_uri("sip:a%3Bb@example.com") != parse_uri("sip:a;b@example.com")
