@@ -254,8 +254,8 @@ class StreamParser:
                         out.append(KeepAlive("pong"))
                         del buf[:2]
                     continue
-                if buf[:1] == b"\r":
-                    break  # wait for the LF
+                if len(buf) == 1 and buf[:1] == b"\r":
+                    break  # a CRLF keep-alive split after its CR: wait for the LF
                 end = buf.find(b"\r\n\r\n", self._scan_from)
                 self.bytes_scanned += (len(buf) if end < 0 else end + 4) - self._scan_from
                 if end < 0:
@@ -275,7 +275,12 @@ class StreamParser:
                 except SipParseError as exc:
                     out.append(exc)
                     # Skip the bad message's body too if its length is readable, to resync.
-                    self._skip = _lenient_length(head)
+                    skip = _lenient_length(head)
+                    if end + skip > self._max:
+                        exc.breaks_framing = True
+                        buf.clear()
+                        break
+                    self._skip = skip
                     self._drop_body(buf)
                     continue
                 try:

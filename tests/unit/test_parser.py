@@ -367,3 +367,18 @@ def test_sample_files_describe_as_documented() -> None:
         "file": "bad.sip",
         "error": "CSeq method BYE does not match request method INVITE",
     }
+
+
+def test_stream_parser_does_not_stall_on_a_stray_cr() -> None:
+    sp = StreamParser()
+    assert sp.feed(b"\r") == []  # could be the start of a CRLF pong
+    out = sp.feed(b"X\r\nl: 0\r\n\r\n" + OK)
+    assert isinstance(out[0], SipParseError) and not out[0].breaks_framing
+    assert isinstance(out[1], SipResponse)
+
+
+def test_stream_parser_gives_up_on_a_huge_body_behind_a_bad_head() -> None:
+    sp = StreamParser()
+    (err,) = sp.feed(b"GARBAGE\r\nContent-Length: 999999999\r\n\r\nxyz")
+    assert isinstance(err, SipParseError) and err.breaks_framing
+    assert sp.feed(OK)[0].status == 200  # type: ignore[union-attr]
