@@ -130,6 +130,7 @@ def _only_parse_errors(data: bytes) -> None:
             assert isinstance(item, SipRequest | SipResponse | SipParseError | KeepAlive)
             if not isinstance(item, SipParseError | KeepAlive):
                 _exercise(item)
+        assert len(sp._buf) <= 4096 + 7  # never buffers past its limit, whatever arrives
 
 
 @settings(max_examples=500)
