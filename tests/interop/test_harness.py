@@ -391,6 +391,84 @@ def test_stopped_kamailio_is_restarted_for_the_next_user(kamailio: Kamailio) -> 
     assert kamailio.running
 
 
+def _invite(caller: UdpClient, callee: str, *, cseq: int, extra: list[str]) -> bytes:
+    host, port = caller.local
+    return "\r\n".join(
+        [
+            f"INVITE sip:{callee}@127.0.0.1 SIP/2.0",
+            f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bKinv{cseq};rport",
+            "Max-Forwards: 70",
+            "From: <sip:1002@127.0.0.1>;tag=caller1",
+            f"To: <sip:{callee}@127.0.0.1>",
+            "Call-ID: proxied-invite-1",
+            f"CSeq: {cseq} INVITE",
+            f"Contact: <sip:1002@{host}:{port}>",
+            *extra,
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+    ).encode()
+
+
+def test_invite_to_registered_user_is_authenticated_and_proxied(kamailio: Kamailio) -> None:
+    callee, caller = UdpClient(kamailio.udp_addr), UdpClient(kamailio.udp_addr)
+    try:
+        _, registered = _register(callee, kamailio, "1010", expires=60)
+        assert _status(registered) == 200
+
+        challenge_reply = caller.exchange(_invite(caller, "1010", cseq=1, extra=[]))
+        assert _status(challenge_reply) == 407, challenge_reply.decode()
+        caller.sock.sendto(  # ACK the 407 (same branch, RFC 3261 17.1.1.3)
+            _invite(caller, "1010", cseq=1, extra=[])
+            .replace(b"INVITE sip:", b"ACK sip:", 1)
+            .replace(b"1 INVITE", b"1 ACK")
+            .replace(b"To: <sip:1010@127.0.0.1>", f"To: {_header(challenge_reply, 'To')}".encode()),
+            caller.server,
+        )
+        challenge = _challenge_params(_header(challenge_reply, "Proxy-Authenticate") or "")
+        auth = _digest_authorization(
+            challenge,
+            user="1002",
+            password=kamailio.users["1002"],
+            method="INVITE",
+            uri="sip:1010@127.0.0.1",
+        ).replace("Authorization:", "Proxy-Authorization:", 1)
+        caller.sock.sendto(_invite(caller, "1010", cseq=2, extra=[auth]), caller.server)
+
+        forwarded = callee.sock.recv(65535)
+        assert forwarded.startswith(
+            f"INVITE sip:1010@127.0.0.1:{callee.local[1]};transport=udp SIP/2.0".encode()
+        ), forwarded.decode()
+        assert _header(forwarded, "Proxy-Authorization") is None, "credentials are consumed"
+        record_route = _header(forwarded, "Record-Route") or ""
+        assert f"127.0.0.1:{kamailio.udp_addr[1]}" in record_route and ";lr" in record_route
+
+        # The callee is busy: the 486 travels back through the proxy to the caller.
+        head = forwarded.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+        copied = [
+            line for line in head[1:] if line.split(":", 1)[0] in ("Via", "From", "Call-ID", "CSeq")
+        ]
+        to = next(line for line in head if line.startswith("To:"))
+        busy = "\r\n".join(
+            ["SIP/2.0 486 Busy Here", *copied, f"{to};tag=callee1", "Content-Length: 0", "", ""]
+        )
+        callee.sock.sendto(busy.encode(), kamailio.udp_addr)
+        final = caller.sock.recv(65535)
+        while _status(final) < 200:  # 100 Trying from the proxy
+            final = caller.sock.recv(65535)
+        hop_ack = callee.sock.recv(65535)  # the proxy ACKs the 486 hop by hop
+        assert hop_ack.startswith(b"ACK sip:1010@"), hop_ack.decode()
+        assert _header(hop_ack, "CSeq") == "2 ACK"
+        _, unregistered = _register(callee, kamailio, "1010", expires=0, cseq=3)
+        assert _status(unregistered) == 200
+    finally:
+        callee.close()
+        caller.close()
+    assert _status(final) == 486, final.decode()
+    assert _header(final, "Call-ID") == "proxied-invite-1"
+
+
 # -- the sipp scenarios the deskphone tests reuse ----------------------------------------------
 
 
@@ -405,10 +483,10 @@ def test_options_and_unknown_scenario(kamailio: Kamailio, sipp: Callable[..., Si
 def test_options_scenario_fails_when_allow_is_missing(
     kamailio: Kamailio, sipp: Callable[..., SippResult], tmp_path: Path
 ) -> None:
-    """The scenario fails on anything but 200: OPTIONS to an unregistered user gets 404."""
+    """The scenario fails on anything but 200: OPTIONS to an unknown user gets 404."""
     scenario = tmp_path / "opt_user.xml"
     text = (DATA_DIR / "options_and_unknown.xml").read_text()
-    scenario.write_text(text.replace("OPTIONS sip:[remote_ip]", "OPTIONS sip:1010@[remote_ip]"))
+    scenario.write_text(text.replace("OPTIONS sip:[remote_ip]", "OPTIONS sip:1999@[remote_ip]"))
     result = sipp(scenario, kamailio.udp_addr, timeout=3)
     assert not result.ok
     assert result.received_statuses[:1] == [404], result.explain()
