@@ -233,11 +233,11 @@ def test_make_response_copies_headers_and_adds_tag() -> None:
         b"Content-Length: 0\r\n\r\n"
     )
     # an existing tag is kept
-    resp2 = make_response(
-        parse_message(INVITE.replace(b"Bob <sip:bob@biloxi.example.com>", b"<sip:b@x>;tag=old")),
-        200,
-        to_tag="new",
-    )  # type: ignore[arg-type]
+    tagged = parse_message(
+        INVITE.replace(b"Bob <sip:bob@biloxi.example.com>", b"<sip:b@x>;tag=old")
+    )
+    assert isinstance(tagged, SipRequest)
+    resp2 = make_response(tagged, 200, to_tag="new")
     assert resp2.to.tag == "old"
 
 
