@@ -219,16 +219,17 @@ def silent_invite_handler(ua: UserAgent) -> list[tuple[Any, SipRequest]]:
     return pending
 
 
-def test_cancel_of_pending_invite_gets_200_and_invite_gets_487(ua: UserAgent) -> None:
+@pytest.mark.parametrize("branch", ["z9hG4bKinv", "rfc2543-branch"])
+def test_cancel_of_pending_invite_gets_200_and_invite_gets_487(ua: UserAgent, branch: str) -> None:
     pending = silent_invite_handler(ua)
-    assert feed(ua, request_bytes("INVITE", branch="z9hG4bKinv"), 0.0) == []
+    assert feed(ua, request_bytes("INVITE", branch=branch), 0.0) == []
     assert len(pending) == 1
-    cancel = request_bytes("CANCEL", branch="z9hG4bKinv", extra=[("Reason", "SIP;cause=200")])
+    cancel = request_bytes("CANCEL", branch=branch, extra=[("Reason", "SIP;cause=200")])
     ok, terminated = feed(ua, cancel, 0.1)
     assert (ok.status, header_line(ok, "CSeq")) == (200, ["1 CANCEL"])
     assert (terminated.status, terminated.reason) == (487, "Request Terminated")
     assert header_line(terminated, "CSeq") == ["1 INVITE"]
-    assert header_line(terminated, "Via") == ["SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKinv"]
+    assert header_line(terminated, "Via") == [f"SIP/2.0/UDP 192.0.2.1:5060;branch={branch}"]
     to_tag(ok)
     to_tag(terminated)
 
@@ -278,6 +279,18 @@ def test_handler_responses_share_one_to_tag(ua: UserAgent) -> None:
     ring, ok = feed(ua, request_bytes("INVITE", branch="z9hG4bKinv"), 0.0)
     assert (ring.status, ok.status) == (180, 200)
     assert to_tag(ok) == to_tag(ring)
+
+
+def test_100_from_a_handler_has_no_tag_and_the_180_gets_one(ua: UserAgent) -> None:
+    def trying_then_ringing(server_tx: Any, request: SipRequest, now: float) -> None:
+        ua.respond(server_tx, request, 100, "Trying", now)
+        ua.respond(server_tx, request, 180, "Ringing", now)
+
+    ua.handlers["INVITE"] = trying_then_ringing
+    trying, ring = feed(ua, request_bytes("INVITE", branch="z9hG4bKinv"), 0.0)
+    assert (trying.status, header_line(trying, "To")) == (100, [TO])
+    assert ring.status == 180
+    to_tag(ring)
 
 
 def test_cancel_after_final_response_sends_no_487(ua: UserAgent) -> None:
@@ -416,7 +429,8 @@ def test_other_sip_version_gets_505(ua: UserAgent) -> None:
 def test_invalid_ack_is_not_answered(ua: UserAgent) -> None:
     silent_invite_handler(ua)
     feed(ua, request_bytes("INVITE", branch="z9hG4bKinv"), 0.0)
-    # An ACK on its own branch with no Call-ID: no transaction, never a response (17).
+    # An ACK on its own branch with no Call-ID: no transaction, never a response (17). The
+    # transaction layer hands such ACKs up as AckFor2xx, which the UA only logs.
     bad_ack = request_bytes("ACK", branch="z9hG4bKother", call_id=None, cseq="1 ACK")
     assert feed(ua, bad_ack, 0.05) == []
 
@@ -644,6 +658,19 @@ def test_account_without_endpoint_waits_for_set_endpoint() -> None:
     assert register.top_via.sent_by == TLS_EP.sent_by
     assert status(ua)["contact"] == str(TLS_EP.contact)
     assert ua.busy()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="registration.py: stop() keeps the REGISTER that was waiting for a contact",
+)
+def test_stop_before_the_endpoint_is_known_sends_nothing_later() -> None:
+    ua, reg = registered_ua(None, digest=False)
+    ua.stop(1.0)
+    assert not ua.busy() and ua.drain() == []
+    ua.set_endpoint("line1", UDP_EP, 2.0)  # e.g. the TLS connection came up during shutdown
+    assert ua.drain() == []
+    assert status(ua)["state"] == "unregistered"
 
 
 def test_account_without_endpoint_does_not_block_others() -> None:
