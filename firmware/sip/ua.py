@@ -14,14 +14,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from firmware.sip.dialog import DialogId
 from firmware.sip.errors import SipParseError
+from firmware.sip.headers import parse_name_addr
 from firmware.sip.ids import IdSource, new_branch, new_tag
 from firmware.sip.message import SipRequest, SipResponse, make_response
 from firmware.sip.registration import Registration
 from firmware.sip.transaction import (
     AckFor2xx,
+    ClientTransaction,
     NewRequest,
     Outgoing,
     ResponseReceived,
@@ -32,7 +35,7 @@ from firmware.sip.transaction import (
     TransactionLayer,
     TransportError,
 )
-from firmware.sip.uri import SipURI
+from firmware.sip.uri import URI, SipURI
 from firmware.sip.validate import validate_request, validate_response
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,47 @@ class AccountBinding:
 Handler = Callable[[Any, SipRequest, float], None]
 
 
+class Network(Protocol):
+    """What the runtime tells the core about routing (it owns DNS and sockets)."""
+
+    def route(self, uri: URI) -> Hashable:
+        """The destination (opaque to the core) for a next-hop URI."""
+        ...
+
+    def endpoint_for(self, dest: Hashable) -> LocalEndpoint:
+        """How we appear (Via sent-by, Contact) towards ``dest`` (an address or a flow)."""
+        ...
+
+
+class TransactionOwner(Protocol):
+    """Whoever sent a request hears about its responses and its failure."""
+
+    def on_response(self, tx: ClientTransaction, response: SipResponse, now: float) -> None: ...
+
+    def on_timeout(self, tx: ClientTransaction, now: float) -> None: ...
+
+
+class _RegistrationOwner:
+    """Adapts a `Registration` to the transaction-owner interface."""
+
+    def __init__(self, binding: AccountBinding) -> None:
+        self.binding = binding
+
+    def on_response(self, tx: ClientTransaction, response: SipResponse, now: float) -> None:
+        if response.status >= 200:
+            self.binding.registration.handle_response(response, now)
+
+    def on_timeout(self, tx: ClientTransaction, now: float) -> None:
+        # Timer B/F: the REGISTER got no answer (RFC 3261 8.1.3.1: as a 408).
+        self.binding.registration.handle_timeout(now, tx.request)
+
+    def on_transport_error(self, tx: ClientTransaction, now: float) -> None:
+        # 8.1.3.1: a transport failure counts as a 503, not as a timeout, so the status
+        # shows that the registrar could not be reached rather than that it was silent.
+        failed = make_response(tx.request, 503, TRANSPORT_FAILURE)
+        self.binding.registration.handle_response(failed, now)
+
+
 @dataclass
 class _MergeEntry:
     branch: str
@@ -84,7 +128,10 @@ class UserAgent:
     def __post_init__(self) -> None:
         self.transactions = TransactionLayer(self.timers)
         self.accounts: dict[str, AccountBinding] = {}
-        self._tx_owner: dict[int, AccountBinding] = {}
+        self._tx_owner: dict[int, Any] = {}
+        self._dialogs: dict[DialogId, Any] = {}
+        self._invite_usage: dict[int, tuple[ServerTransaction, Any]] = {}
+        self.network: Network | None = None
         self._merge: dict[tuple[str, str, int, str], _MergeEntry] = {}
         self.handlers: dict[str, Handler] = {
             "OPTIONS": self._on_options,
@@ -161,7 +208,81 @@ class UserAgent:
             0, "Via", f"SIP/2.0/{ep.via_transport} {ep.sent_by};branch={new_branch(self.ids)};rport"
         )
         tx = self.transactions.send_request(request, binding.dest, reliable=ep.reliable, now=now)
-        self._tx_owner[id(tx)] = binding
+        self._tx_owner[id(tx)] = _RegistrationOwner(binding)
+
+    # ----- requests of other usages (calls, subscriptions...) ---------------------------------
+    def _stamp_via(self, request: SipRequest, ep: LocalEndpoint) -> None:
+        request.headers.remove("Via")
+        request.headers.insert(
+            0, "Via", f"SIP/2.0/{ep.via_transport} {ep.sent_by};branch={new_branch(self.ids)};rport"
+        )
+
+    def next_hop(self, request: SipRequest) -> URI:
+        """12.2.1.1 / 16.12: the first Route (loose routing) or else the Request-URI."""
+        routes = request.headers.get_all("Route")
+        if routes:
+            return parse_name_addr(routes[0]).uri
+        return request.uri
+
+    def _network(self) -> Network:
+        if self.network is None:
+            raise RuntimeError("UserAgent.network is not set: the runtime must provide routing")
+        return self.network
+
+    def endpoint_for(self, dest: Hashable) -> LocalEndpoint:
+        return self._network().endpoint_for(dest)
+
+    def send_request(
+        self, request: SipRequest, owner: Any, now: float, *, dest: Hashable | None = None
+    ) -> ClientTransaction:
+        """Send a request through a new client transaction; ``owner`` hears the outcome."""
+        if dest is None:
+            dest = self._network().route(self.next_hop(request))
+        ep = self.endpoint_for(dest)
+        if request.method != "CANCEL":  # 9.1: a CANCEL keeps the INVITE's Via (and branch)
+            self._stamp_via(request, ep)
+        tx = self.transactions.send_request(request, dest, reliable=ep.reliable, now=now)
+        self._tx_owner[id(tx)] = owner
+        return tx
+
+    def send_ack(self, ack: SipRequest, now: float) -> None:
+        """The ACK for a 2xx: outside any transaction, routed like an in-dialog request."""
+        dest = self._network().route(self.next_hop(ack))
+        self._stamp_via(ack, self.endpoint_for(dest))
+        self.transactions.send_stateless(ack, dest)
+
+    def send_response(
+        self, server_tx: ServerTransaction, response: SipResponse, now: float
+    ) -> None:
+        """A response built by a usage (which chose its own To tag)."""
+        self._respond(server_tx, response, now, tag=False)
+
+    def bind_dialog(self, dialog_id: DialogId, usage: Any) -> None:
+        """Route the dialog's requests (and 2xx ACKs) to ``usage``."""
+        self._dialogs[dialog_id] = usage
+
+    def unbind_dialog(self, dialog_id: DialogId) -> None:
+        self._dialogs.pop(dialog_id, None)
+
+    def watch_invite(self, server_tx: ServerTransaction, usage: Any) -> None:
+        """A CANCEL for this INVITE goes to ``usage.on_cancel(now)``."""
+        self._invite_usage[id(server_tx)] = (server_tx, usage)
+
+    def account_for_request(self, request: SipRequest) -> str | None:
+        """The account an incoming request is for, by the Request-URI's user part."""
+        user = getattr(request.uri, "user", None)
+        for name, binding in self.accounts.items():
+            if binding.registration.aor.user == user:
+                return name
+        return None
+
+    def _usages(self) -> list[Any]:
+        seen: dict[int, Any] = {}
+        for usage in self._dialogs.values():
+            seen[id(usage)] = usage
+        for _tx, usage in self._invite_usage.values():
+            seen[id(usage)] = usage
+        return [u for u in seen.values() if hasattr(u, "get_timer")]
 
     # ----- inbound ----------------------------------------------------------------------------
     def receive(
@@ -184,6 +305,14 @@ class UserAgent:
             self._dispatch(event, now)
         for binding in self.accounts.values():
             binding.registration.handle_timer(now)
+        for usage in self._usages():
+            deadline = usage.get_timer()
+            if deadline is not None and deadline <= now:
+                usage.handle_timer(now)
+        for key in [
+            k for k, (tx, _u) in self._invite_usage.items() if tx.state.value == "terminated"
+        ]:
+            del self._invite_usage[key]
         self._expire_merge(now)
         self._pump_registrations(now)
 
@@ -192,6 +321,7 @@ class UserAgent:
         deadlines += [
             t for b in self.accounts.values() if (t := b.registration.get_timer()) is not None
         ]
+        deadlines += [t for u in self._usages() if (t := u.get_timer()) is not None]
         if self._merge:
             deadlines.append(min(e.expires for e in self._merge.values()))
         return min(deadlines) if deadlines else None
@@ -203,28 +333,49 @@ class UserAgent:
         if isinstance(event, NewRequest):
             self._on_request(event.server_tx, event.request, now)
         elif isinstance(event, ResponseReceived):
-            binding = self._tx_owner.get(id(event.client_tx))
-            if binding is None:
+            tx = event.client_tx
+            owner = self._tx_owner.get(id(tx))
+            if owner is None:
                 return
-            if event.response.status >= 200:
-                del self._tx_owner[id(event.client_tx)]
-                binding.registration.handle_response(event.response, now)
+            if event.response.status >= 200 and not (
+                tx.method == "INVITE" and event.response.status < 300
+            ):
+                del self._tx_owner[id(tx)]
+            owner.on_response(tx, event.response, now)
+            if tx.state.value == "terminated":
+                self._tx_owner.pop(id(tx), None)
         elif isinstance(event, Timeout):
-            # Timer B/F: the REGISTER got no answer (RFC 3261 8.1.3.1: as a 408).
-            binding = self._tx_owner.pop(id(event.tx), None)
-            if binding is not None:
-                binding.registration.handle_timeout(now, event.tx.request)
+            owner = self._tx_owner.pop(id(event.tx), None)
+            if owner is not None and isinstance(event.tx, ClientTransaction):
+                owner.on_timeout(event.tx, now)
         elif isinstance(event, TransportError):
-            # 8.1.3.1: a transport failure counts as a 503, not as a timeout, so the status
-            # shows that the registrar could not be reached rather than that it was silent.
-            binding = self._tx_owner.pop(id(event.tx), None)
-            if binding is not None:
-                failed = make_response(event.tx.request, 503, TRANSPORT_FAILURE)
-                binding.registration.handle_response(failed, now)
+            owner = self._tx_owner.pop(id(event.tx), None)
+            if owner is not None and isinstance(event.tx, ClientTransaction):
+                handler = getattr(owner, "on_transport_error", owner.on_timeout)
+                handler(event.tx, now)
         elif isinstance(event, AckFor2xx):
-            log.debug("ACK for 2xx with no dialog ignored")
+            request = event.request
+            try:
+                key = DialogId(request.call_id, request.to.tag or "", request.from_.tag)
+            except SipParseError as e:
+                log.info("malformed ACK dropped: %s", e.reason)
+                return
+            usage = self._dialogs.get(key)
+            if usage is not None:
+                usage.on_ack(request, now)
+            else:
+                log.debug("ACK for 2xx with no dialog ignored")
         elif isinstance(event, StrayResponse):
-            log.debug("stray response %s ignored", event.response.status)
+            response = event.response
+            try:
+                key = DialogId(response.call_id, response.from_.tag or "", response.to.tag)
+            except SipParseError:
+                return
+            usage = self._dialogs.get(key)
+            if usage is not None and hasattr(usage, "on_stray_response"):
+                usage.on_stray_response(response, now)
+            else:
+                log.debug("stray response %s ignored", response.status)
 
     def _on_request(self, server_tx: Any, request: SipRequest, now: float) -> None:
         try:
@@ -243,8 +394,11 @@ class UserAgent:
             self.respond(server_tx, request, 501, "Not Implemented", now, [("Allow", self.allow())])
             return
         if request.to.tag is not None and request.method not in ("ACK", "CANCEL"):
-            # No dialogs exist yet at this layer; later features register dialog routing here.
-            self.respond(server_tx, request, 481, "Call/Transaction Does Not Exist", now)
+            usage = self._dialogs.get(DialogId(request.call_id, request.to.tag, request.from_.tag))
+            if usage is None:
+                self.respond(server_tx, request, 481, "Call/Transaction Does Not Exist", now)
+            else:
+                usage.on_request(server_tx, request, now)
             return
         handler(server_tx, request, now)
 
@@ -358,6 +512,9 @@ class UserAgent:
             self.respond(server_tx, request, 481, "Call/Transaction Does Not Exist", now)
             return
         self.respond(server_tx, request, 200, "OK", now)
+        watched = self._invite_usage.pop(id(invite_tx), None)
+        if watched is not None and watched[1].on_cancel(now):
+            return
         cancelled = invite_tx.request
         self.respond(invite_tx, cancelled, 487, "Request Terminated", now)
 

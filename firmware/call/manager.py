@@ -1,0 +1,406 @@
+"""The phone's calls: placing, answering, holding and ending them; sans-IO.
+
+`CallManager` turns user intents (dial, answer, hang up, hold, resume) into INVITE sessions and
+turns what the sessions report into the call states the UI and the action API show:
+``dialing``/``calling``/``early``/``ringing``/``connected``/``held``/``ended``. For each call it
+keeps a `CallMedia` (SDP) and tells the runtime through `media_changes()` which RTP streams to
+start, change or stop; it never opens a socket itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from firmware.call.media import CallMedia
+from firmware.sip.invite import (
+    Answered,
+    Ended,
+    Failed,
+    InfoReceived,
+    InviteSession,
+    ModifyResult,
+    Progress,
+    RemoteModified,
+    State,
+)
+from firmware.sip.message import SipRequest
+from firmware.sip.offer_answer import CodecSpec, LocalMediaCaps, NegotiatedMedia
+from firmware.sip.transaction import ServerTransaction
+
+log = logging.getLogger(__name__)
+
+MAX_CALLS = 4  # line appearances
+
+
+class MediaPorts(Protocol):
+    """Local RTP addresses, handed out by the runtime (which owns the sockets)."""
+
+    def allocate(self, call_id: str, towards: Hashable | None) -> tuple[str, int]: ...
+
+    def release(self, call_id: str) -> None: ...
+
+
+@dataclass
+class MediaChange:
+    """What the runtime must do with a call's RTP stream."""
+
+    call_id: str
+    action: str  # "start" | "update" | "stop"
+    negotiated: NegotiatedMedia | None
+    local: tuple[str, int] | None
+
+
+@dataclass
+class Call:
+    """One line appearance as the user sees it."""
+
+    id: str
+    direction: str  # "outgoing" | "incoming"
+    remote: str
+    account: str
+    session: InviteSession
+    media: CallMedia
+    state: str = "calling"
+    remote_display: str | None = None
+    started_at: float | None = None
+    connected_at: float | None = None
+    ended_at: float | None = None
+    end_status: int | None = None
+    end_reason: str | None = None
+    end_cause: str | None = None
+    held: bool = False
+    remote_held: bool = False
+    dtmf_received: list[str] = field(default_factory=list)
+    local_rtp: tuple[str, int] | None = None
+    media_version: int = 0
+
+    def status(self, now: float) -> dict[str, Any]:
+        n = self.media.negotiated
+        duration = 0.0
+        if self.connected_at is not None:
+            duration = (self.ended_at or now) - self.connected_at
+        return {
+            "id": self.id,
+            "state": self.state,
+            "direction": self.direction,
+            "remote": self.remote,
+            "remote_display": self.remote_display,
+            "account": self.account,
+            "held": self.held,
+            "remote_held": self.remote_held,
+            "codec": n.send_codec.name if n is not None else None,
+            "srtp": bool(n is not None and n.crypto is not None),
+            "duration": round(duration, 1),
+            "end_status": self.end_status,
+            "end_reason": self.end_reason,
+            "end_cause": self.end_cause,
+            "dtmf_received": "".join(self.dtmf_received),
+        }
+
+
+@dataclass
+class AccountInfo:
+    """What placing a call on an account needs from the UA core's account binding."""
+
+    aor: str
+    display_name: str | None
+    domain: str
+    contact: str
+    dest: Hashable
+    digest: Any
+    secure: bool
+
+
+class CallManager:
+    """All calls of the phone."""
+
+    def __init__(
+        self,
+        ua: Any,
+        *,
+        ports: MediaPorts,
+        codecs: list[CodecSpec],
+        accounts: Callable[[str], AccountInfo],
+        srtp: str = "off",
+        fresh_crypto: Callable[[], list[str]] | None = None,
+        telephone_event: CodecSpec | None = None,
+        max_calls: int = MAX_CALLS,
+        user_agent: str = "deskphone/0.1",
+    ) -> None:
+        self.ua = ua
+        self.ports = ports
+        self.codecs = codecs
+        self.accounts = accounts
+        self.srtp = srtp
+        self.fresh_crypto = fresh_crypto
+        self.telephone_event = telephone_event or CodecSpec(
+            "telephone-event", 8000, 101, fmtp="0-16"
+        )
+        self.max_calls = max_calls
+        self.user_agent = user_agent
+        self.calls: dict[str, Call] = {}
+        self._by_session: dict[int, Call] = {}
+        self._changes: list[MediaChange] = []
+        self._next = 1
+        self.on_incoming: Callable[[Call], None] | None = None
+        ua.handlers["INVITE"] = self._on_invite
+
+    # ----- helpers --------------------------------------------------------------------------
+    def _new_id(self) -> str:
+        call_id = f"c{self._next}"
+        self._next += 1
+        return call_id
+
+    def _media(
+        self, call_key: str, towards: Hashable | None, secure: bool
+    ) -> tuple[CallMedia, tuple[str, int]]:
+        address, port = self.ports.allocate(call_key, towards)
+        srtp = self.srtp if secure or self.srtp == "insecure-ok" else "off"
+        if srtp == "insecure-ok":
+            srtp = "optional"
+        crypto = self.fresh_crypto() if (srtp != "off" and self.fresh_crypto) else []
+        caps = LocalMediaCaps(
+            address=address,
+            port=port,
+            codecs=list(self.codecs),
+            telephone_event=self.telephone_event,
+            srtp=srtp,  # type: ignore[arg-type]
+            crypto=crypto,
+        )
+        session_id = 1 + self.ua.ids.randbelow(2**31)
+        return CallMedia(caps, session_id), (address, port)
+
+    def active_calls(self) -> list[Call]:
+        return [c for c in self.calls.values() if c.state != "ended"]
+
+    # ----- user intents ---------------------------------------------------------------------
+    def dial(self, target: str, account_id: str, now: float) -> Call:
+        """Place a call to ``target`` (a number/user, or a full sip:/sips: URI)."""
+        if len(self.active_calls()) >= self.max_calls:
+            raise RuntimeError("all line appearances are busy")
+        info = self.accounts(account_id)
+        uri = (
+            target
+            if target.startswith(("sip:", "sips:", "tel:"))
+            else f"sip:{target}@{info.domain}"
+        )
+        call_key = self._new_id()
+        media, local = self._media(call_key, info.dest, info.secure)
+        session = InviteSession.outgoing(
+            self.ua,
+            media,
+            request_uri=uri,
+            from_uri=info.aor,
+            to_uri=uri,
+            contact=info.contact,
+            now=now,
+            display_name=info.display_name,
+            digest=info.digest,
+            dest=info.dest,
+            user_agent=self.user_agent,
+        )
+        call = Call(
+            id=call_key,
+            direction="outgoing",
+            remote=uri,
+            account=account_id,
+            session=session,
+            media=media,
+            state="calling",
+            started_at=now,
+            local_rtp=local,
+        )
+        self._add(call)
+        self._sync(call, now)
+        return call
+
+    def _on_invite(self, server_tx: ServerTransaction, request: SipRequest, now: float) -> None:
+        if len(self.active_calls()) >= self.max_calls:
+            self.ua.respond(server_tx, request, 486, "Busy Here", now)
+            return
+        endpoint = self.ua.endpoint_for(server_tx.peer)
+        account_id = self.ua.account_for_request(request) or "line1"
+        secure = request.uri.scheme == "sips" if hasattr(request.uri, "scheme") else False
+        secure = secure or endpoint.via_transport == "TLS"
+        call_key = self._new_id()
+        media, local = self._media(call_key, server_tx.peer, secure)
+        if request.body:
+            # Find out now whether the offer is acceptable at all (488 rather than ringing).
+            probe = CallMedia(media.caps, media.session_id)
+            if probe.make_answer(request.body) is None:
+                self.ports.release(call_key)
+                self.ua.respond(server_tx, request, 488, "Not Acceptable Here", now)
+                return
+        session = InviteSession.incoming(
+            self.ua,
+            media,
+            server_tx,
+            request,
+            contact=f"<{endpoint.contact}>",
+            now=now,
+            user_agent=self.user_agent,
+        )
+        self.ua.watch_invite(server_tx, session)
+        call = Call(
+            id=call_key,
+            direction="incoming",
+            remote=session.remote_party,
+            account=account_id,
+            session=session,
+            media=media,
+            state="ringing",
+            remote_display=session.remote_display,
+            started_at=now,
+            local_rtp=local,
+        )
+        self._add(call)
+        if self.on_incoming is not None:
+            self.on_incoming(call)
+        self._sync(call, now)
+
+    def _add(self, call: Call) -> None:
+        self.calls[call.id] = call
+        self._by_session[id(call.session)] = call
+
+    def get(self, call_id: str) -> Call:
+        call = self.calls.get(call_id)
+        if call is None:
+            raise KeyError(f"no call {call_id}")
+        return call
+
+    def answer(self, call_id: str, now: float) -> bool:
+        call = self.get(call_id)
+        ok = call.session.accept(now)
+        self._sync(call, now)
+        return ok
+
+    def reject(
+        self, call_id: str, now: float, status: int = 486, reason: str = "Busy Here"
+    ) -> None:
+        call = self.get(call_id)
+        call.session.reject(status, reason, now)
+        self._sync(call, now)
+
+    def hangup(self, call_id: str, now: float) -> None:
+        call = self.get(call_id)
+        call.session.hangup(now)
+        self._sync(call, now)
+
+    def hold(self, call_id: str, now: float) -> bool:
+        call = self.get(call_id)
+        if call.held or call.state not in ("connected",):
+            return False
+        call.media.on_hold = True
+        if not call.session.modify(now):
+            call.media.on_hold = False
+            return False
+        call.held = True
+        self._sync(call, now)
+        return True
+
+    def resume(self, call_id: str, now: float) -> bool:
+        call = self.get(call_id)
+        if not call.held:
+            return False
+        call.media.on_hold = False
+        if not call.session.modify(now):
+            call.media.on_hold = True
+            return False
+        call.held = False
+        self._sync(call, now)
+        return True
+
+    # ----- events from sessions -------------------------------------------------------------
+    def process(self, now: float) -> None:
+        """Fold every session's new events into call states (call after each UA input)."""
+        for call in list(self.calls.values()):
+            self._sync(call, now)
+
+    def _sync(self, call: Call, now: float) -> None:
+        for event in call.session.drain_events():
+            if isinstance(event, Progress):
+                call.state = "early"
+            elif isinstance(event, Answered):
+                call.state = "held" if call.held else "connected"
+                call.connected_at = call.connected_at or now
+            elif isinstance(event, Failed):
+                self._end(
+                    call,
+                    now,
+                    event.status,
+                    event.reason,
+                    "cancelled" if event.status == 487 else "failed",
+                )
+            elif isinstance(event, Ended):
+                self._end(call, now, event.status, event.reason, event.cause)
+            elif isinstance(event, ModifyResult):
+                if not event.ok:
+                    log.info(
+                        "call %s: re-INVITE failed: %d %s", call.id, event.status, event.reason
+                    )
+            elif isinstance(event, RemoteModified):
+                pass
+            elif isinstance(event, InfoReceived):
+                self._on_info(call, event)
+        if call.state in ("connected", "held"):
+            call.state = "held" if call.held else "connected"
+            call.remote_held = call.media.remote_holds
+        if call.session.state is State.TERMINATED and call.state != "ended":
+            self._end(call, now, None, None, call.session.end_cause or "ended")
+        self._media_sync(call)
+
+    def _on_info(self, call: Call, event: InfoReceived) -> None:
+        """SIP INFO DTMF (application/dtmf-relay), the fallback when RFC 4733 is not offered."""
+        if "dtmf" not in event.content_type.lower():
+            return
+        for line in event.body.decode(errors="replace").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip().lower() == "signal" and value.strip():
+                call.dtmf_received.append(value.strip()[0])
+
+    def _end(
+        self, call: Call, now: float, status: int | None, reason: str | None, cause: str
+    ) -> None:
+        if call.state == "ended":
+            return
+        call.state = "ended"
+        call.ended_at = now
+        call.end_status, call.end_reason, call.end_cause = status, reason, cause
+        log.info(
+            "call %s with %s ended: %s %s %s",
+            call.id,
+            call.remote,
+            cause,
+            status or "",
+            reason or "",
+        )
+
+    def _media_sync(self, call: Call) -> None:
+        if call.state == "ended":
+            if call.media_version >= 0:
+                call.media_version = -1
+                self._changes.append(MediaChange(call.id, "stop", None, call.local_rtp))
+                self.ports.release(call.id)
+            return
+        n = call.media.negotiated
+        if n is None or call.media.changes == call.media_version:
+            return
+        action = "start" if call.media_version == 0 else "update"
+        call.media_version = call.media.changes
+        self._changes.append(MediaChange(call.id, action, n, call.local_rtp))
+
+    def media_changes(self) -> list[MediaChange]:
+        changes, self._changes = self._changes, []
+        return changes
+
+    def status(self, now: float) -> list[dict[str, Any]]:
+        return [c.status(now) for c in self.calls.values()]
+
+    def forget_ended(self, keep: int = 10) -> None:
+        ended = [c for c in self.calls.values() if c.state == "ended"]
+        for call in ended[:-keep] if keep else ended:
+            del self.calls[call.id]
+            self._by_session.pop(id(call.session), None)
