@@ -254,7 +254,7 @@ def test_opus_descriptor_and_round_trip() -> None:
         None,
     )
     assert c.fmtp == "useinbandfec=1"
-    assert c.encoder().inband_fec
+    assert opus.OPUS.encoder().inband_fec
     x = tone(1000, 48000)
     out = run_codec("opus", x)
     assert len(out) == len(x)
@@ -264,8 +264,7 @@ def test_opus_descriptor_and_round_trip() -> None:
 
 @needs_opus
 def test_opus_plc_and_fec() -> None:
-    codec = get_codec("opus")
-    enc, dec = codec.encoder(), codec.decoder()
+    enc, dec = opus.OPUS.encoder(), opus.OPUS.decoder()  # concrete: recover() is Opus-only
     x = tone(440, 48000, 0.5)
     packets = [enc.encode(x[i : i + 960]) for i in range(0, len(x), 960)]
     for p in packets[:10]:
@@ -315,8 +314,8 @@ def test_register_adds_a_codec() -> None:
         name = "X-NULL"
         clock_rate = sample_rate = 8000
         channels = 1
-        static_pt = None
-        fmtp = None
+        static_pt: int | None = None
+        fmtp: str | None = None
 
         def encoder(self):  # pragma: no cover - not called
             raise NotImplementedError
