@@ -269,7 +269,6 @@ def uas_negotiate(request: SipRequest, config: SessionTimerConfig | None = None)
     else:
         # Never longer than asked, never below either minimum.
         interval = max(min(se.interval, cfg.session_expires), floor)
-        interval = min(interval, max(se.interval, floor))
         if se.refresher is not None:
             refresher = se.refresher
         else:
