@@ -389,11 +389,15 @@ def make_response(
 
     Values are copied as written, so this works even for requests whose other headers are
     malformed (which is exactly when a 400 has to be sent). A To tag is added only when the
-    request's To has none.
+    request's To has none. A 101-299 response to a dialog-creating request (INVITE,
+    SUBSCRIBE, REFER) also copies Record-Route, in order, as RFC 3261 12.1.1 requires.
     """
     items: list[tuple[str, str, str]] = []
+    copy_rr = 100 < status < 300 and request.method in _DIALOG_METHODS
     for key, _name, value in request.headers._items:
-        if key in _COPY_KEYS:
+        if key == "record-route" and copy_rr:
+            items.append((key, "Record-Route", value))
+        elif key in _COPY_KEYS:
             name = canonical_name(key)
             if key == "to" and to_tag is not None and not _has_tag(value):
                 value = f"{value};tag={to_tag}"
@@ -404,6 +408,7 @@ def make_response(
 
 
 _COPY_KEYS = frozenset(("via", "from", "to", "call-id", "cseq"))
+_DIALOG_METHODS = frozenset(("INVITE", "SUBSCRIBE", "REFER"))
 
 
 def _has_tag(to_value: str) -> bool:

@@ -382,3 +382,19 @@ def test_stream_parser_gives_up_on_a_huge_body_behind_a_bad_head() -> None:
     (err,) = sp.feed(b"GARBAGE\r\nContent-Length: 999999999\r\n\r\nxyz")
     assert isinstance(err, SipParseError) and err.breaks_framing
     assert sp.feed(OK)[0].status == 200  # type: ignore[union-attr]
+
+
+def test_make_response_copies_record_route_for_dialog_creating_responses() -> None:
+    rr = b"Record-Route: <sip:p2.example.com;lr>\r\nRecord-Route: <sip:p1.example.com;lr>\r\n"
+    req = parse_message(INVITE.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\n" + rr))
+    assert isinstance(req, SipRequest)
+    ok = make_response(req, 200, to_tag="t")
+    assert ok.headers.get_all("Record-Route") == [
+        "<sip:p2.example.com;lr>",
+        "<sip:p1.example.com;lr>",
+    ]
+    assert make_response(req, 180, to_tag="t").headers.get_all("Record-Route") != []
+    assert make_response(req, 100).headers.get_all("Record-Route") == []
+    assert make_response(req, 486, to_tag="t").headers.get_all("Record-Route") == []
+    req.method = "OPTIONS"
+    assert make_response(req, 200, to_tag="t").headers.get_all("Record-Route") == []
