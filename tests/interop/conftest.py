@@ -4,9 +4,10 @@ Fixtures (see kamailio.py, sipp.py, certs.py for the objects' API):
 
 * ``pki`` (session) -> certs.TestPKI: CA, loopback server cert, client cert (PEM paths).
 * ``kamailio`` (session) -> kamailio.Kamailio: ONE registrar/proxy for the whole session (MD5
-  digest, users 1001..1010 / pw1001..pw1010, min_expires 5 s). If a test stopped it, the next
-  test that uses it (directly or through another fixture) gets it started again, same ports. Tests share its location table: use a
-  user of your own, or clean up (un-REGISTER) what you register.
+  digest, users 1001..1020 / pw1001..pw1020, min_expires 5 s). Tests share its location table:
+  deskphone tests use 1001..1010 (1011..1020 are test_harness.py's) and un-REGISTER or use a
+  user of their own. If a test stopped it, the next test that uses it (directly or through
+  another fixture) gets it started again on the same ports.
 * ``kamailio_sha256`` (session) -> a second instance that challenges with algorithm=SHA-256.
 * ``make_kamailio(**kwargs)`` (session) -> start another instance with other settings
   (e.g. ``request_auth=False``, ``users={...}``, ``max_expires=20``); all are stopped by PID at

@@ -8,7 +8,9 @@ The `kamailio` session fixture (tests/interop/conftest.py) returns a started `Ka
   proxy / registrar setting.
 * ``domain`` is "127.0.0.1" (also the digest realm). Port-less URIs of it
   (``sip:1001@127.0.0.1``) count as local thanks to ``alias=`` lines.
-* ``users``: dict user -> password, by default "1001".."1010" with passwords "pw1001".."pw1010".
+* ``users``: dict user -> password, by default "1001".."1020" with passwords "pw1001".."pw1020";
+  1011..1020 are used by test_harness.py, so other tests sharing the session instance should
+  use 1001..1010.
   ``aor(user)`` -> ``"sip:1001@127.0.0.1"``.
 * Digest auth: REGISTER is challenged with 401 (``www_challenge``, qop=auth); other requests
   from our users with 407 (``proxy_challenge``) unless ``request_auth=False``. The auth user must
@@ -56,7 +58,7 @@ log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CFG_TEMPLATE = DATA_DIR / "kamailio.cfg.tmpl"
-DEFAULT_USERS = {str(n): f"pw{n}" for n in range(1001, 1011)}
+DEFAULT_USERS = {str(n): f"pw{n}" for n in range(1001, 1021)}
 ALGORITHMS = ("MD5", "SHA-256")
 _SAFE_PASSWORD_CHARS = set(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*()&=+$,;?/:@%#^[]{}|<> "
@@ -257,17 +259,21 @@ class Kamailio:
             raise
         log.info("kamailio pid %s ready: %s", self._proc.pid, self.describe())
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop by PID (SIGTERM, then SIGKILL to its process group after `timeout`)."""
+    def stop(self, timeout: float = 10.0, grace: float = 2.0) -> None:
+        """Stop by PID: SIGTERM, and SIGKILL to its process group after `grace` seconds.
+
+        Kamailio's shutdown occasionally waits for a worker that is already gone; a test
+        registrar keeps nothing worth a clean exit, so the grace period is short.
+        """
         proc, self._proc = self._proc, None
         if proc is None:
             return
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout)
+                proc.wait(grace)
             except subprocess.TimeoutExpired:
-                log.warning("kamailio pid %s ignored SIGTERM; killing its group", proc.pid)
+                log.info("kamailio pid %s still shutting down; killing its group", proc.pid)
         # Kamailio's worker processes share the group we created with start_new_session.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -436,17 +442,26 @@ class Kamailio:
                 time.sleep(0.05)
 
     def _wait_ports_released(self, timeout: float) -> None:
-        """After stop, wait until the ports can be bound again so start() can reuse them."""
+        """After stop, wait until Kamailio's sockets are gone so start() can bind them again."""
         deadline = time.monotonic() + timeout
-        ports = {self.udp_addr[1], self.tcp_addr[1], self.tls_addr[1]}
+        checks = [
+            (socket.AF_INET, socket.SOCK_DGRAM, self.udp_addr),
+            (socket.AF_INET, socket.SOCK_STREAM, self.tcp_addr),
+            (socket.AF_INET, socket.SOCK_STREAM, self.tls_addr),
+        ]
+        if self.udp6_addr:
+            checks.append((socket.AF_INET6, socket.SOCK_DGRAM, self.udp6_addr))
         while time.monotonic() < deadline:
             busy = []
-            for port in ports:
+            for family, kind, addr in checks:
                 try:
-                    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                        s.bind(("127.0.0.1", port))
+                    with socket.socket(family, kind) as s:
+                        # Kamailio itself binds with SO_REUSEADDR: TIME_WAIT does not block it.
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        s.bind(addr)
                 except OSError:
-                    busy.append(port)
+                    busy.append(addr)
             if not busy:
                 return
             time.sleep(0.05)
+        log.warning("kamailio ports still busy %.0f s after stop", timeout)

@@ -18,8 +18,17 @@ from pathlib import Path
 import pytest
 
 from tests import conftest as root_conftest
-from tests.interop.kamailio import Kamailio
+from tests.interop.kamailio import Kamailio, KamailioError
 from tests.interop.sipp import DATA_DIR, SippResult, parse_message_log
+
+# Users 1011..1020 are this module's; 1001..1010 belong to the deskphone interop tests that
+# share the session Kamailio. Tests that stop or restart Kamailio use a private instance.
+
+
+@pytest.fixture(scope="module")
+def private_kamailio(make_kamailio: Callable[..., Kamailio]) -> Kamailio:
+    return make_kamailio()
+
 
 # -- a minimal independent SIP client -----------------------------------------------------------
 
@@ -261,9 +270,9 @@ def test_sipp_register_with_digest_over_udp_shows_in_location(
     result = sipp(
         "register_auth.xml",
         kamailio.udp_addr,
-        keys={"user": "1001", "domain": kamailio.domain, "expires": "30"},
-        auth_user="1001",
-        auth_password=kamailio.users["1001"],
+        keys={"user": "1011", "domain": kamailio.domain, "expires": "30"},
+        auth_user="1011",
+        auth_password=kamailio.users["1011"],
     )
     assert result.ok, result.explain()
     assert result.received_statuses == [401, 200]
@@ -273,7 +282,7 @@ def test_sipp_register_with_digest_over_udp_shows_in_location(
     assert challenge["qop"] == "auth"
     contact = result.sent[-1].header("Contact")
     assert contact is not None
-    contacts = kamailio.contacts(kamailio.aor("1001"))
+    contacts = kamailio.contacts(kamailio.aor("1011"))
     addresses = [c["Address"] for c in contacts]
     assert contact.strip("<>") in addresses
     mine = next(c for c in contacts if c["Address"] == contact.strip("<>"))
@@ -287,12 +296,12 @@ def test_sipp_register_over_tcp(kamailio: Kamailio, sipp: Callable[..., SippResu
         "register_auth.xml",
         kamailio.tcp_addr,
         transport="tcp",
-        keys={"user": "1003", "domain": kamailio.domain, "expires": "20"},
-        auth_user="1003",
-        auth_password=kamailio.users["1003"],
+        keys={"user": "1013", "domain": kamailio.domain, "expires": "20"},
+        auth_user="1013",
+        auth_password=kamailio.users["1013"],
     )
     assert result.ok, result.explain()
-    sockets = [c["Socket"] for c in kamailio.contacts("sip:1003@127.0.0.1")]
+    sockets = [c["Socket"] for c in kamailio.contacts("sip:1013@127.0.0.1")]
     assert f"tcp:127.0.0.1:{kamailio.tcp_addr[1]}" in sockets
 
 
@@ -303,12 +312,12 @@ def test_sipp_register_over_udp_ipv6(kamailio: Kamailio, sipp: Callable[..., Sip
         "register_auth.xml",
         kamailio.udp6_addr,
         local_ip="::1",
-        keys={"user": "1009", "domain": kamailio.domain, "expires": "20"},
-        auth_user="1009",
-        auth_password=kamailio.users["1009"],
+        keys={"user": "1019", "domain": kamailio.domain, "expires": "20"},
+        auth_user="1019",
+        auth_password=kamailio.users["1019"],
     )
     assert result.ok, result.explain()
-    sockets = [c["Socket"] for c in kamailio.contacts(kamailio.aor("1009"))]
+    sockets = [c["Socket"] for c in kamailio.contacts(kamailio.aor("1019"))]
     assert f"udp:[::1]:{kamailio.udp6_addr[1]}" in sockets
 
 
@@ -318,77 +327,80 @@ def test_register_with_wrong_password_is_refused(
     result = sipp(
         "register_auth.xml",
         kamailio.udp_addr,
-        keys={"user": "1004", "domain": kamailio.domain, "expires": "30"},
-        auth_user="1004",
+        keys={"user": "1014", "domain": kamailio.domain, "expires": "30"},
+        auth_user="1014",
         auth_password="not-the-password",
         timeout=3,
     )
     assert not result.ok
     assert result.received_statuses[:2] == [401, 401], result.explain()
-    assert kamailio.contacts(kamailio.aor("1004")) == []
+    assert kamailio.contacts(kamailio.aor("1014")) == []
 
 
 def test_registrar_enforces_min_expires(kamailio: Kamailio) -> None:
     client = UdpClient(kamailio.udp_addr)
     try:
-        _, final = _register(client, kamailio, "1005", expires=kamailio.min_expires - 1)
+        _, final = _register(client, kamailio, "1015", expires=kamailio.min_expires - 1)
     finally:
         client.close()
     assert _status(final) == 423, final.decode()
     assert _header(final, "Min-Expires") == str(kamailio.min_expires)
-    assert kamailio.contacts(kamailio.aor("1005")) == []
+    assert kamailio.contacts(kamailio.aor("1015")) == []
 
 
 def test_unregister_removes_contact(kamailio: Kamailio) -> None:
     client = UdpClient(kamailio.udp_addr)
     try:
-        _, final = _register(client, kamailio, "1006", expires=60)
+        _, final = _register(client, kamailio, "1016", expires=60)
         assert _status(final) == 200, final.decode()
-        assert len(kamailio.contacts(kamailio.aor("1006"))) == 1
-        _, gone = _register(client, kamailio, "1006", expires=0, cseq=3)
+        assert len(kamailio.contacts(kamailio.aor("1016"))) == 1
+        _, gone = _register(client, kamailio, "1016", expires=0, cseq=3)
     finally:
         client.close()
     assert _status(gone) == 200
-    assert kamailio.contacts(kamailio.aor("1006")) == []
+    assert kamailio.contacts(kamailio.aor("1016")) == []
 
 
 def test_sha256_instance_challenges_and_verifies_sha256(kamailio_sha256: Kamailio) -> None:
     client = UdpClient(kamailio_sha256.udp_addr)
     try:
-        first, final = _register(client, kamailio_sha256, "1007", expires=30)
+        first, final = _register(client, kamailio_sha256, "1017", expires=30)
     finally:
         client.close()
     challenge = _challenge_params(_header(first, "WWW-Authenticate") or "")
     assert challenge["algorithm"] == "SHA-256"
     assert _status(final) == 200, final.decode()
-    assert len(kamailio_sha256.contacts("1007")) == 1
+    assert len(kamailio_sha256.contacts("1017")) == 1
 
 
-def test_restart_keeps_ports_and_empties_location(kamailio: Kamailio) -> None:
+def test_restart_keeps_ports_and_empties_location(private_kamailio: Kamailio) -> None:
+    kamailio = private_kamailio
     client = UdpClient(kamailio.udp_addr)
     try:
-        _, final = _register(client, kamailio, "1008", expires=60)
+        _, final = _register(client, kamailio, "1018", expires=60)
         assert _status(final) == 200
         ports = (kamailio.udp_addr, kamailio.tcp_addr, kamailio.tls_addr)
         old_pid = kamailio.pid
         kamailio.restart()
         assert kamailio.pid != old_pid
         assert (kamailio.udp_addr, kamailio.tcp_addr, kamailio.tls_addr) == ports
-        assert kamailio.contacts(kamailio.aor("1008")) == []
+        assert kamailio.contacts(kamailio.aor("1018")) == []
         client.sock.settimeout(5)
-        _, again = _register(client, kamailio, "1008", expires=60)
+        _, again = _register(client, kamailio, "1018", expires=60)
     finally:
         client.close()
     assert _status(again) == 200
-    assert len(kamailio.contacts(kamailio.aor("1008"))) == 1
+    assert len(kamailio.contacts(kamailio.aor("1018"))) == 1
 
 
-def test_stopped_kamailio_is_restarted_for_the_next_user(kamailio: Kamailio) -> None:
-    kamailio.stop()
-    assert not kamailio.running
-    # The `kamailio` fixture of the next test starts it again; prove start() works standalone.
-    kamailio.start()
-    assert kamailio.running
+def test_stop_then_start_serves_again(private_kamailio: Kamailio) -> None:
+    private_kamailio.stop()
+    assert not private_kamailio.running
+    with pytest.raises(KamailioError):
+        private_kamailio.rpc("core.version", timeout=0.5)
+    private_kamailio.start()
+    assert private_kamailio.running
+    assert private_kamailio.rpc("core.version")
 
 
 def _invite(caller: UdpClient, callee: str, *, cseq: int, extra: list[str]) -> bytes:
@@ -398,11 +410,11 @@ def _invite(caller: UdpClient, callee: str, *, cseq: int, extra: list[str]) -> b
             f"INVITE sip:{callee}@127.0.0.1 SIP/2.0",
             f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bKinv{cseq};rport",
             "Max-Forwards: 70",
-            "From: <sip:1002@127.0.0.1>;tag=caller1",
+            "From: <sip:1012@127.0.0.1>;tag=caller1",
             f"To: <sip:{callee}@127.0.0.1>",
             "Call-ID: proxied-invite-1",
             f"CSeq: {cseq} INVITE",
-            f"Contact: <sip:1002@{host}:{port}>",
+            f"Contact: <sip:1012@{host}:{port}>",
             *extra,
             "Content-Length: 0",
             "",
@@ -414,31 +426,31 @@ def _invite(caller: UdpClient, callee: str, *, cseq: int, extra: list[str]) -> b
 def test_invite_to_registered_user_is_authenticated_and_proxied(kamailio: Kamailio) -> None:
     callee, caller = UdpClient(kamailio.udp_addr), UdpClient(kamailio.udp_addr)
     try:
-        _, registered = _register(callee, kamailio, "1010", expires=60)
+        _, registered = _register(callee, kamailio, "1020", expires=60)
         assert _status(registered) == 200
 
-        challenge_reply = caller.exchange(_invite(caller, "1010", cseq=1, extra=[]))
+        challenge_reply = caller.exchange(_invite(caller, "1020", cseq=1, extra=[]))
         assert _status(challenge_reply) == 407, challenge_reply.decode()
         caller.sock.sendto(  # ACK the 407 (same branch, RFC 3261 17.1.1.3)
-            _invite(caller, "1010", cseq=1, extra=[])
+            _invite(caller, "1020", cseq=1, extra=[])
             .replace(b"INVITE sip:", b"ACK sip:", 1)
             .replace(b"1 INVITE", b"1 ACK")
-            .replace(b"To: <sip:1010@127.0.0.1>", f"To: {_header(challenge_reply, 'To')}".encode()),
+            .replace(b"To: <sip:1020@127.0.0.1>", f"To: {_header(challenge_reply, 'To')}".encode()),
             caller.server,
         )
         challenge = _challenge_params(_header(challenge_reply, "Proxy-Authenticate") or "")
         auth = _digest_authorization(
             challenge,
-            user="1002",
-            password=kamailio.users["1002"],
+            user="1012",
+            password=kamailio.users["1012"],
             method="INVITE",
-            uri="sip:1010@127.0.0.1",
+            uri="sip:1020@127.0.0.1",
         ).replace("Authorization:", "Proxy-Authorization:", 1)
-        caller.sock.sendto(_invite(caller, "1010", cseq=2, extra=[auth]), caller.server)
+        caller.sock.sendto(_invite(caller, "1020", cseq=2, extra=[auth]), caller.server)
 
         forwarded = callee.sock.recv(65535)
         assert forwarded.startswith(
-            f"INVITE sip:1010@127.0.0.1:{callee.local[1]};transport=udp SIP/2.0".encode()
+            f"INVITE sip:1020@127.0.0.1:{callee.local[1]};transport=udp SIP/2.0".encode()
         ), forwarded.decode()
         assert _header(forwarded, "Proxy-Authorization") is None, "credentials are consumed"
         record_route = _header(forwarded, "Record-Route") or ""
@@ -458,9 +470,9 @@ def test_invite_to_registered_user_is_authenticated_and_proxied(kamailio: Kamail
         while _status(final) < 200:  # 100 Trying from the proxy
             final = caller.sock.recv(65535)
         hop_ack = callee.sock.recv(65535)  # the proxy ACKs the 486 hop by hop
-        assert hop_ack.startswith(b"ACK sip:1010@"), hop_ack.decode()
+        assert hop_ack.startswith(b"ACK sip:1020@"), hop_ack.decode()
         assert _header(hop_ack, "CSeq") == "2 ACK"
-        _, unregistered = _register(callee, kamailio, "1010", expires=0, cseq=3)
+        _, unregistered = _register(callee, kamailio, "1020", expires=0, cseq=3)
         assert _status(unregistered) == 200
     finally:
         callee.close()
@@ -495,7 +507,7 @@ def test_options_scenario_fails_when_allow_is_missing(
 def test_invite_malformed_scenario_gets_400(
     kamailio: Kamailio, sipp: Callable[..., SippResult]
 ) -> None:
-    result = sipp("invite_malformed.xml", kamailio.udp_addr, keys={"user": "1002"})
+    result = sipp("invite_malformed.xml", kamailio.udp_addr, keys={"user": "1012"})
     assert result.ok, result.explain()
     assert result.received_statuses == [400]
     assert result.sent[0].header("CSeq") == "1 INVITX"
