@@ -1,6 +1,6 @@
 """Per-frame cost of the codecs and the resampler (20 ms frames), and G.711 vs stdlib audioop.
 
-Run: python bench/codecs.py [seconds-per-case]
+Run: python bench/codec_costs.py [seconds-per-case]
 Prints microseconds per 20 ms frame and the share of one CPU a call direction would use.
 audioop (deprecated, gone in 3.13) is timed only where it still imports, as the reference
 for the ratio. Not a test: nothing is asserted.
@@ -13,6 +13,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from audio.codecs import available_codecs  # noqa: E402
 from audio.pcm import Resampler, to_int16  # noqa: E402
 
-log = logging.getLogger("bench.codecs")
+log = logging.getLogger("bench.codec_costs")
 
 
 def per_call_us(fn: Callable[[], object], seconds: float) -> float:
@@ -49,15 +50,13 @@ def main() -> None:
         pcm = frame(codec.sample_rate)
         enc, dec = codec.encoder(), codec.decoder()
         payload = enc.encode(pcm)
-        rows.append((f"{name} encode", per_call_us(lambda e=enc, p=pcm: e.encode(p), seconds)))
-        rows.append((f"{name} decode", per_call_us(lambda d=dec, p=payload: d.decode(p), seconds)))
+        rows.append((f"{name} encode", per_call_us(partial(enc.encode, pcm), seconds)))
+        rows.append((f"{name} decode", per_call_us(partial(dec.decode, payload), seconds)))
         n = len(pcm)
-        rows.append((f"{name} conceal", per_call_us(lambda d=dec, n=n: d.conceal(n), seconds)))
+        rows.append((f"{name} conceal", per_call_us(partial(dec.conceal, n), seconds)))
     for src, dst in [(8000, 48000), (48000, 8000), (16000, 48000), (44100, 48000)]:
         r, pcm = Resampler(src, dst), frame(src)
-        rows.append(
-            (f"resample {src}->{dst}", per_call_us(lambda r=r, p=pcm: r.process(p), seconds))
-        )
+        rows.append((f"resample {src}->{dst}", per_call_us(partial(r.process, pcm), seconds)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
