@@ -26,9 +26,10 @@ def sdp(ip: str, lines=None) -> str:
     return "".join(line + "\r\n" for line in (lines or base))
 
 
-def m(name: str, head: str, body: str | bytes = "") -> None:
+def m(name: str, head: str, body: str | bytes = "", terminated: bool = True) -> None:
     lines = head.strip("\n").split("\n")
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    end = "\r\n\r\n" if terminated else "\r\n"
+    data = ("\r\n".join(lines) + end).encode("utf-8", "surrogateescape")
     msgs[name] = data + (
         body if isinstance(body, bytes) else body.encode("utf-8", "surrogateescape")
     )
@@ -202,12 +203,13 @@ Contact: sip:j.user@host.example.com
 CSeq: 8 REGISTER
 Via: SIP/2.0/UDP 192.0.2.125;branch=z9hG4bKkdjuw23492
 Content-Length: 0""",
-    "INVITE sip:joe@example.com SIP/2.0\r\nt: sip:joe@example.com\r\n"
+    "\r\nINVITE sip:joe@example.com SIP/2.0\r\nt: sip:joe@example.com\r\n"
     "From: sip:caller@example.net;tag=141334\r\nMax-Forwards: 8\r\n"
     "Call-ID: dblreq.0ha0isnda977644900765@192.0.2.15\r\nCSeq: 8 INVITE\r\n"
     "Via: SIP/2.0/UDP 192.0.2.15;branch=z9hG4bKkdjuw380234\r\n"
     "Content-Type: application/sdp\r\nContent-Length: 150\r\n\r\n"
-    + sdp("192.0.2.15").replace("m=video", "m =video"),
+    + sdp("192.0.2.15").replace("m=video", "m =video")
+    + "\r\n",
 )
 
 # 3.1.1.9
@@ -414,8 +416,8 @@ CSeq: 1 INVITE
 Via: SIP/2.0/UDP 192.0.2.5
 Contact: <sip:caller@host5.example.net>
 Content-Type: application/sdp
-Content-Length: 150""",
-    sdp("192.0.2.5"),
+Content-Length: 159""",
+    sdp("192.0.2.5").replace("t=0 0", "t=3149328700 0"),
 )
 
 # 3.1.2.8
@@ -430,8 +432,8 @@ CSeq: 2130706432 INVITE
 Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKkdjuw2395
 Contact: <sip:caller@host1.example.net>
 Content-Type: application/sdp
-Content-Length: 150""",
-    sdp("192.0.2.1"),
+Content-Length: 159""",
+    sdp("192.0.2.1").replace("t=0 0", "t=3149328700 0"),
 )
 
 # 3.1.2.9
@@ -494,7 +496,7 @@ Date: Fri, 01 Jan 2010 16:00:00 EST
 Contact: <sip:caller@host5.example.net>
 Content-Type: application/sdp
 Content-Length: 150""",
-    sdp("192.0.2.1"),
+    sdp("192.0.2.5"),
 )
 
 # 3.1.2.13
@@ -535,8 +537,9 @@ From:    Bell, Alexander <sip:a.g.bell@example.com>;tag=43
 To:      Watson, Thomas <sip:t.watson@example.org>
 Call-ID: baddn.31415@c.example.com
 Accept: application/sdp
-CSeq:    3923239935 OPTIONS
+CSeq:    3923239 OPTIONS
 l: 0""",
+    terminated=False,  # the RFC's file ends after this header line: no blank line
 )
 
 # 3.1.2.16
@@ -733,7 +736,7 @@ Content-Type: application/sdp
 l: 154
 Contact: <sip:caller@host36.example.net>
 Max-Forwards: 5""",
-    sdp("192.0.2.25"),
+    sdp("192.0.2.25") + "\r\n",
 )
 
 # 3.3.9
@@ -749,7 +752,7 @@ Content-Length: 13
 Max-Forwards: 60
 Content-Length: 5
 Content-Type: text/plain""",
-    "There's no way to know how many octets are supposed to be here.\r\n",
+    "There's no way to know how many octets are supposed to be here.\r\n\r\n",
 )
 
 # 3.3.10
@@ -758,12 +761,14 @@ m(
     """SIP/2.0 200 OK
 Via: SIP/2.0/UDP 192.0.2.198;branch=z9hG4bK1324923
 Via: SIP/2.0/UDP 255.255.255.255;branch=z9hG4bK1saber23
-Call-ID: bcast.0293242345
-CSeq: 30 OPTIONS
+Call-ID: bcast.0384840201234ksdfak3j2erwedfsASdf
+CSeq: 35 INVITE
 From: sip:user@example.com;tag=11141343
 To: sip:user@example.edu;tag=2229
-Content-Length: 0
+Content-Length: 154
+Content-Type: application/sdp
 Contact: <sip:user@host28.example.com>""",
+    sdp("192.0.2.198"),
 )
 
 # 3.3.11
