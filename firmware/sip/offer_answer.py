@@ -429,11 +429,11 @@ def _choose_crypto(m: Media, caps: LocalMediaCaps) -> NegotiatedCrypto | None:
     """First offered a=crypto whose suite we hold a line for, echoing its tag (RFC 4568 5.1.2)."""
     if caps.srtp == "off":
         return None
-    ours: dict[str, str] = {}
+    ours: dict[str, tuple[int, str, str, list[str]]] = {}
     for line in caps.crypto:
         parsed = _split_crypto(line)
         if parsed is not None:
-            ours.setdefault(parsed[1].upper(), line)
+            ours.setdefault(parsed[1].upper(), parsed)
     for remote in m.crypto:
         parsed = _split_crypto(remote)
         if parsed is None:
@@ -446,7 +446,7 @@ def _choose_crypto(m: Media, caps: LocalMediaCaps) -> NegotiatedCrypto | None:
         local = ours.get(suite.upper())
         if local is None:
             continue
-        _, _, key_params, local_params = _split_crypto(local)  # type: ignore[misc]
+        _, _, key_params, local_params = local
         line = " ".join([str(tag), suite, key_params, *local_params])
         return NegotiatedCrypto(tag, suite, remote, line)
     return None
@@ -549,10 +549,8 @@ def process_answer(offer: SessionDescription, answer: SessionDescription) -> Neg
         send=offer.media_direction(ours) in ("sendrecv", "sendonly"),
         recv=offer.media_direction(ours) in ("sendrecv", "recvonly"),
     )
-    return _negotiated(
-        answer, index, theirs, send[0], recv, te.payload_type if te else None, events,
-        direction, crypto,
-    )  # fmt: skip
+    te_pt = te.payload_type if te else None
+    return _negotiated(answer, index, theirs, send[0], recv, te_pt, events, direction, crypto)
 
 
 def _answer_crypto(ours: Media, theirs: Media) -> NegotiatedCrypto | None:
