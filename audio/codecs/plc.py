@@ -9,6 +9,7 @@ a loss is cross-faded with the continued synthesis so the join does not click.
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from audio.pcm import to_int16
 
@@ -21,7 +22,10 @@ class PitchPlc:
         self._min_period = rate // 200  # 200 Hz
         self._max_period = rate * 3 // 200  # 66.7 Hz
         self._corr_len = rate // 100  # 10 ms correlation window
-        self._history = np.zeros(self._max_period * 2 + self._corr_len // 2, dtype=np.float64)
+        self._history_len = self._max_period + self._corr_len
+        # good frames are only referenced (cheap per packet); history is built on a loss
+        self._recent: list[np.ndarray] = []
+        self._recent_len = 0
         self._ola = max(1, rate // 1000 * 4)  # 4 ms cross-fade on recovery
         self._period: np.ndarray | None = None
         self._pos = 0
@@ -43,15 +47,24 @@ class PitchPlc:
             out[:m] = to_int16(blended)
         self._lost = 0
         self._period = None
-        h = np.concatenate((self._history, out.astype(np.float64)))
-        self._history = h[len(h) - len(self._history) :]
+        self._recent.append(out)
+        self._recent_len += len(out)
+        while self._recent_len - len(self._recent[0]) >= self._history_len:
+            self._recent_len -= len(self._recent.pop(0))
         return out
+
+    def _history(self) -> np.ndarray:
+        """The newest ``_history_len`` good samples (zero-padded at the start of a stream)."""
+        parts = [np.zeros(self._history_len)] + [r.astype(np.float64) for r in self._recent]
+        h = np.concatenate(parts)
+        return h[len(h) - self._history_len :]
 
     def conceal(self, samples: int) -> np.ndarray:
         """Synthesize ``samples`` continuing the last good signal."""
         if self._period is None:
-            period = self._estimate_period()
-            self._period = self._history[len(self._history) - period :].copy()
+            history = self._history()
+            period = self._estimate_period(history)
+            self._period = history[len(history) - period :].copy()
             self._pos = 0
         synth = self._synth(samples, advance=True)
         gain = self._gain(np.arange(self._lost, self._lost + samples))
@@ -74,20 +87,15 @@ class PitchPlc:
         steps = np.maximum(0.0, (t - ten_ms) / ten_ms)
         return np.clip(1.0 - 0.2 * steps, 0.0, 1.0)
 
-    def _estimate_period(self) -> int:
-        """Pitch period by normalised autocorrelation of the newest samples."""
-        h = self._history
+    def _estimate_period(self, h: np.ndarray) -> int:
+        """Pitch period: the lag maximising the correlation of the newest 10 ms with the
+        signal ``lag`` samples earlier, normalised by the energy of that earlier segment."""
         seg = h[len(h) - self._corr_len :]
-        energy = float(np.dot(seg, seg))
-        if energy == 0.0:
+        if not seg.any():
             return self._max_period
-        best, best_score = self._max_period, -np.inf
-        for lag in range(self._min_period, self._max_period + 1):
-            ref = h[len(h) - self._corr_len - lag : len(h) - lag]
-            denom = float(np.dot(ref, ref))
-            if denom == 0.0:
-                continue
-            score = float(np.dot(seg, ref)) / np.sqrt(denom)
-            if score > best_score:
-                best, best_score = lag, score
-        return best
+        lags = np.arange(self._min_period, self._max_period + 1)
+        windows = sliding_window_view(h, self._corr_len)  # windows[i] = h[i : i + corr_len]
+        earlier = windows[len(h) - self._corr_len - lags]
+        energy = np.einsum("ij,ij->i", earlier, earlier)
+        score = (earlier @ seg) / np.sqrt(np.maximum(energy, 1e-9))
+        return int(lags[int(np.argmax(score))])
