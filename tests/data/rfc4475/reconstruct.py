@@ -3,7 +3,7 @@
 Usage: python reconstruct.py <outdir>
 """
 
-import hashlib
+import base64
 import pathlib
 import re
 import sys
@@ -247,13 +247,16 @@ l: 0""",
 )
 
 # 3.1.1.11 - binary part is a stand-in (see README)
-der = bytes.fromhex("3082015206092a864886f70d010702a0820143")
-state = b"rfc4475-mpart01"
-filler = b""
-while len(der) + len(filler) < 342:
-    state = hashlib.sha256(state).digest()
-    filler += state
-blob = (der + filler)[:342]
+# The binary part: a 342-byte PKCS#7 SignedData blob (RFC 4475 <hex>), here from base64.
+blob = base64.b64decode(
+    "MIIBUgYJKoZIhvcNAQcCoIIBQzCCAT8CAQExCTAHBgUrDgMCGjALBgkqhkiG9w0BBwExggEgMIIB"
+    "HAIBATB8MHAxCzAJBgNVBAYTAlVTMRMwEQYDVQQIEwpDYWxpZm9ybmlhMREwDwYDVQQHEwhTYW4g"
+    "Sm9zZTEOMAwGA1UEChMFc2lwaXQxKTAnBgNVBAsTIFNpcGl0IFRlc3QgQ2VydGlmaWNhdGUgQXV0"
+    "aG9yaXR5AggBlQBxAjMBEzAHBgUrDgMCGjANBgkqhkiG9w0BAQEFAASBgI70ZvlI8FIt0uWXjp2V"
+    "quny/hWgZllxYpLo2iqo2DUKaM7/rjy9K/8Wdd3VZI5ZPdZHKPJiIPfpQXSeMw2aFe2r25PRDEIQ"
+    "LntyidKcwMmuLvvHwM/5Fy87An5PwCfhVG3ktqo6uz5mzMtd1sZLg4MUnLjm/xgtlE/le2W8mdAF"
+)
+assert len(blob) == 342
 mpbody = (
     b"--7a9cbec02ceef655\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: binary\r\n\r\n"
     b"Hello\r\n--7a9cbec02ceef655\r\nContent-Type: application/octet-stream\r\n"
@@ -265,10 +268,7 @@ m(
 Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-d87543-4dade06d0bdb11ee-1--d87543-;rport
 Max-Forwards: 70
 Route: <sip:127.0.0.1:5080>
-Identity: r5mwreLuyDRYBi/0TiPwEsY3rEVsk/G2WxhgTV1PF7hHuL
- IK0YWVKZhKv9Mj8UeXqkMVbnVq37CD+813gvYjcBUaZngQmXc9WNZSDN
- GCzA+fWl9MEUHWIZo1CeJebdY/XlgKeTa0Olvq0rt70Q5jiSfbqMJmQF
- teeivUhkMWYUA=
+Identity: r5mwreLuyDRYBi/0TiPwEsY3rEVsk/G2WxhgTV1PF7hHuLIK0YWVKZhKv9Mj8UeXqkMVbnVq37CD+813gvYjcBUaZngQmXc9WNZSDNGCzA+fWl9MEUHWIZo1CeJebdY/XlgKeTa0Olvq0rt70Q5jiSfbqMJmQFteeivUhkMWYUA=
 Contact: <sip:fluffy@127.0.0.1:5070>
 To: <sip:kumiko@example.org>
 From: <sip:fluffy@example.com>;tag=2fb0dcc9
