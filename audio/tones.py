@@ -61,6 +61,23 @@ TONE_PLANS: dict[str, dict[str, ToneSpec]] = {
 }
 ALIASES = {"GB": "UK", "EU": "DE", "CEPT": "DE", "CA": "US"}
 
+#: ITU-T Q.23 key frequencies (low group, high group), for in-band DTMF when the peer
+#: did not negotiate telephone-event.
+DTMF_FREQUENCIES: dict[str, tuple[float, float]] = {
+    key: (low, high)
+    for low, row in zip((697.0, 770.0, 852.0, 941.0), ("123A", "456B", "789C", "*0#D"), strict=True)
+    for high, key in zip((1209.0, 1336.0, 1477.0, 1633.0), row, strict=True)
+}
+
+
+def dtmf_tone(key: str, on: float = 0.1, off: float = 0.1, level_dbfs: float = -10.0) -> ToneSpec:
+    """In-band DTMF for one key: both Q.23 frequencies, ``on`` seconds then ``off`` silence."""
+    try:
+        pair = DTMF_FREQUENCIES[key.upper()]
+    except KeyError:
+        raise KeyError(f"{key!r} is not a DTMF key (0-9, *, #, A-D)") from None
+    return ToneSpec(pair, (on, off), level_dbfs)
+
 
 def tone_plan(country: str) -> dict[str, ToneSpec]:
     """The tone plan for a country code (``"us"``, ``"UK"``/``"GB"``, ``"DE"``/``"EU"``)."""

@@ -28,6 +28,7 @@ except Exception as exc:  # opuslib raises a plain Exception when libopus is mis
 RATE = 48000
 MAX_FRAME = RATE * 120 // 1000  # longest Opus packet: 120 ms
 PLC_STEP = RATE // 400  # opus decodes in multiples of 2.5 ms
+FRAME_SIZES = frozenset(RATE * ms // 1000 for ms in (5, 10, 20, 40, 60, 80, 100, 120)) | {PLC_STEP}
 
 
 def available() -> bool:
@@ -63,6 +64,10 @@ class OpusEncoder:
 
     def encode(self, pcm: np.ndarray) -> bytes:
         data = np.ascontiguousarray(pcm, dtype=np.int16)
+        if len(data) not in FRAME_SIZES:
+            raise ValueError(
+                f"opus frames must be 2.5, 5, 10, 20, 40, 60, 80, 100 or 120 ms, got {len(data)} samples"
+            )
         return bytes(self._enc.encode(data.tobytes(), len(data)))
 
 

@@ -274,6 +274,8 @@ def test_opus_plc_and_fec() -> None:
     assert len(dec.conceal(100)) == 100
     recovered = dec.recover(packets[12], 960)
     assert len(recovered) == 960
+    with pytest.raises(ValueError, match="opus frames must be"):
+        enc.encode(x[:800])
 
 
 def test_opus_absent_means_not_registered() -> None:

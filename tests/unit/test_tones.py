@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from audio.pcm import dbfs, dominant_frequency
-from audio.tones import TONE_NAMES, TONE_PLANS, ToneGenerator, ToneSpec, get_tone, tone_plan
+from audio.tones import (
+    TONE_NAMES,
+    TONE_PLANS,
+    ToneGenerator,
+    ToneSpec,
+    dtmf_tone,
+    get_tone,
+    tone_plan,
+)
 
 
 def spectral_peaks(pcm: np.ndarray, rate: int, count: int) -> list[float]:
@@ -124,3 +132,27 @@ def test_spec_validation() -> None:
         ToneSpec((400.0,), (0.1,))
     with pytest.raises(ValueError, match="frequency"):
         ToneSpec(())
+
+
+@pytest.mark.parametrize(
+    "key,low,high",
+    [
+        ("1", 697, 1209),
+        ("5", 770, 1336),
+        ("9", 852, 1477),
+        ("*", 941, 1209),
+        ("#", 941, 1477),
+        ("d", 941, 1633),
+    ],
+)
+def test_inband_dtmf_q23_frequencies_and_timing(key: str, low: int, high: int) -> None:
+    spec = dtmf_tone(key, on=0.08, off=0.04)
+    pcm = ToneGenerator(spec, 8000).read(960)
+    assert spectral_peaks(pcm[:640], 8000, 2) == pytest.approx([low, high], abs=2.0)
+    assert not pcm[640:].any()
+    assert pcm[600:640].any()
+
+
+def test_inband_dtmf_rejects_non_keys() -> None:
+    with pytest.raises(KeyError, match="not a DTMF key"):
+        dtmf_tone("E")
