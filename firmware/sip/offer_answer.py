@@ -116,6 +116,7 @@ class NegotiatedMedia:
     direction: str
     crypto: NegotiatedCrypto | None
     remote_hold_address: bool = False
+    telephone_event_recv_pt: int | None = None  # differs from the send PT only if renumbered
 
     @property
     def sending(self) -> bool:
@@ -462,6 +463,7 @@ def _negotiated(
     events: frozenset[int],
     direction: str,
     crypto: NegotiatedCrypto | None,
+    te_recv_pt: int | None = None,
 ) -> NegotiatedMedia:
     conn = remote_sd.media_connection(remote_m)
     assert conn is not None
@@ -488,6 +490,7 @@ def _negotiated(
         direction=direction,
         crypto=crypto,
         remote_hold_address=conn.is_hold,
+        telephone_event_recv_pt=te_recv_pt if te_recv_pt is not None else te_pt,
     )
 
 
@@ -518,28 +521,30 @@ def process_answer(offer: SessionDescription, answer: SessionDescription) -> Neg
     if answer.media_connection(theirs) is None:
         raise OfferAnswerError(f"answer m-line {index} has no c= line")
 
-    offered_pts = set(ours.payload_types)
+    offered = {pt: c for pt in ours.payload_types if (c := _codec_from(ours, pt)) is not None}
     send: list[CodecSpec] = []
-    te: CodecSpec | None = None
+    recv: dict[int, CodecSpec] = {}
+    te: tuple[CodecSpec, CodecSpec] | None = None  # (as answered, as we offered it)
     for pt in theirs.payload_types:
-        if pt not in offered_pts:
+        codec = _codec_from(theirs, pt) or offered.get(pt)
+        mine = _offered_match(offered, pt, codec) if codec else None
+        if codec is None or mine is None:
             log.info("answer lists payload type %d that we did not offer; ignored", pt)
             continue
-        codec = _codec_from(theirs, pt) or _codec_from(ours, pt)
-        if codec is None:
-            continue
+        if mine.payload_type != pt:
+            # RFC 3264 6.1 says SHOULD keep our numbers; a peer that renumbers receives on
+            # its number and still sends ours.
+            log.info("answer renumbered %s: %d -> %d", codec.name, mine.payload_type, pt)
         if codec.name.lower() == TELEPHONE_EVENT:
-            te = te or codec
+            te = te or (codec, mine)
         elif codec.name.lower() != "cn":
             send.append(codec)
+            recv.setdefault(mine.payload_type, mine)
     if not send:
         raise OfferAnswerError("the answer accepts none of the codecs we offered")
-    # The peer sends with the PT numbers we offered for those same codecs.
-    recv = {c.payload_type: (_codec_from(ours, c.payload_type) or c) for c in send}
     events: frozenset[int] = frozenset()
     if te is not None:
-        offered_te = _codec_from(ours, te.payload_type)
-        events = parse_events(te.fmtp) & parse_events(offered_te.fmtp if offered_te else None)
+        events = parse_events(te[0].fmtp) & parse_events(te[1].fmtp)
         if not events:
             te = None
 
@@ -549,8 +554,26 @@ def process_answer(offer: SessionDescription, answer: SessionDescription) -> Neg
         send=offer.media_direction(ours) in ("sendrecv", "sendonly"),
         recv=offer.media_direction(ours) in ("sendrecv", "recvonly"),
     )
-    te_pt = te.payload_type if te else None
-    return _negotiated(answer, index, theirs, send[0], recv, te_pt, events, direction, crypto)
+    return _negotiated(
+        answer,
+        index,
+        theirs,
+        send[0],
+        recv,
+        te[0].payload_type if te else None,
+        events,
+        direction,
+        crypto,
+        te_recv_pt=te[1].payload_type if te else None,
+    )
+
+
+def _offered_match(offered: dict[int, CodecSpec], pt: int, codec: CodecSpec) -> CodecSpec | None:
+    """Our offered codec an answered one refers to: same number first, else same codec."""
+    same = offered.get(pt)
+    if same is not None and same.matches(_as_rtpmap(codec)):
+        return same
+    return next((c for c in offered.values() if c.matches(_as_rtpmap(codec))), None)
 
 
 def _answer_crypto(ours: Media, theirs: Media) -> NegotiatedCrypto | None:

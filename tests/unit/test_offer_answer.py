@@ -773,3 +773,32 @@ def test_peer_reoffer_changing_address_port_and_codec() -> None:
     assert neg2 is not None
     assert (neg2.remote_address, neg2.remote_port, neg2.send_pt) == ("203.0.113.80", 26000, 8)
     assert neg2.telephone_event_pt is None
+
+
+def test_process_answer_tolerates_a_peer_that_renumbers_dynamic_payload_types() -> None:
+    offer = our_offer(codecs=[OPUS, PCMU])  # opus offered as 107, telephone-event as 101
+    neg = process_answer(
+        offer,
+        peer_answer(
+            [
+                "m=audio 30000 RTP/AVP 96 97",
+                "a=rtpmap:96 opus/48000/2",
+                "a=rtpmap:97 telephone-event/8000",
+                "a=fmtp:97 0-11",
+            ]
+        ),
+    )
+    assert neg is not None
+    # We send with the answer's numbers; the peer sends with the ones we offered.
+    assert neg.send_pt == 96 and neg.send_codec.name == "opus"
+    assert list(neg.recv_codecs) == [107]
+    assert (neg.telephone_event_pt, neg.telephone_event_recv_pt) == (97, 101)
+    assert neg.telephone_events == frozenset(range(12))
+
+
+def test_process_answer_trusts_the_answers_rtpmap_over_the_number() -> None:
+    # PT 0 answered as PCMA/8000 is not our PCMU; it matches our PCMA offered as 8.
+    neg = process_answer(
+        our_offer(), peer_answer(["m=audio 30000 RTP/AVP 0", "a=rtpmap:0 PCMA/8000"])
+    )
+    assert neg is not None and neg.send_codec.name == "PCMA" and list(neg.recv_codecs) == [8]
