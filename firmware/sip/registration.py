@@ -175,6 +175,10 @@ class Registration:
         self.next_attempt = None
         self.expires_at = None
         self._set_state("unregistered")
+        if self._in_flight is None:
+            # A REGISTER still waiting for a contact must never go out after stop().
+            self._pending = None
+            self._outbox.clear()
         if had_binding:
             self._send("unregister")
 

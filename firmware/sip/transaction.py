@@ -674,6 +674,15 @@ def _server_key(request: SipRequest, method: str, to_tag: str | None) -> _Server
     )
 
 
+def _to_tag(request: SipRequest) -> str | None:
+    """The To tag, or None when To is malformed: such a request still gets a transaction so
+    the UA can answer it with 400 (RFC 3261 8.2.2) instead of it vanishing."""
+    try:
+        return request.to.tag
+    except SipParseError:
+        return None
+
+
 def _tx_method(request: SipRequest) -> str:
     """ACK belongs to the INVITE transaction (17.2.3)."""
     return "INVITE" if request.method == "ACK" else request.method
@@ -785,13 +794,13 @@ class TransactionLayer:
             return [AckFor2xx(request, source)]
         cls = InviteServerTransaction if request.method == "INVITE" else NonInviteServerTransaction
         new = cls(request, source, reliable, self.timers, self._enqueue)
-        self._servers[_server_key(request, request.method, request.to.tag)] = new
+        self._servers[_server_key(request, request.method, _to_tag(request))] = new
         new.start(now)
         return [NewRequest(new, request)]
 
     def _match_server(self, request: SipRequest) -> ServerTransaction | None:
         method = _tx_method(request)
-        key = _server_key(request, method, request.to.tag)
+        key = _server_key(request, method, _to_tag(request))
         tx = self._servers.get(key)
         if request.method != "ACK" or key[0] != "2543":
             return tx
@@ -799,7 +808,7 @@ class TransactionLayer:
         # had none (or, for a re-INVITE, the same one); it matches only if the tags agree.
         if tx is None:
             tx = self._servers.get(_server_key(request, method, None))
-        if tx is None or tx.last_response is None or tx.last_response.to.tag != request.to.tag:
+        if tx is None or tx.last_response is None or tx.last_response.to.tag != _to_tag(request):
             return None
         return tx
 

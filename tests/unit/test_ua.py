@@ -394,10 +394,6 @@ def test_400_keeps_an_existing_to_tag(ua: UserAgent) -> None:
     assert header_line(resp, "To") == [to]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transaction.py drops a request whose To cannot be parsed before the UA sees it",
-)
 def test_400_for_malformed_to_carries_a_tag(ua: UserAgent) -> None:
     responses_ = feed(ua, request_bytes("OPTIONS", to="<sip:phone@192.0.2.10"), 0.0)
     assert len(responses_) == 1
@@ -660,10 +656,6 @@ def test_account_without_endpoint_waits_for_set_endpoint() -> None:
     assert ua.busy()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="registration.py: stop() keeps the REGISTER that was waiting for a contact",
-)
 def test_stop_before_the_endpoint_is_known_sends_nothing_later() -> None:
     ua, reg = registered_ua(None, digest=False)
     ua.stop(1.0)
