@@ -500,8 +500,9 @@ def _negotiated(
 def process_answer(offer: SessionDescription, answer: SessionDescription) -> NegotiatedMedia | None:
     """Read the answer to our `offer`; None if our audio stream was refused (port 0).
 
-    Raises OfferAnswerError when the answer breaks RFC 3264 (m-line count, payload types
-    we never offered, missing crypto for RTP/SAVP).
+    Raises OfferAnswerError when the answer breaks RFC 3264 (m-line count or type, changed
+    transport, no codec we offered, missing or unknown crypto for RTP/SAVP). Payload types
+    we never offered are ignored; renumbered ones are matched by their rtpmap.
     """
     if len(answer.media) != len(offer.media):
         raise OfferAnswerError(
