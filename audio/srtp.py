@@ -21,32 +21,32 @@ so the media layer can count drops per reason without catching anything else.
 
 Implementation choice (issue 3: "pick pylibsrtp or cryptography by measurement")
 --------------------------------------------------------------------------------
-`bench/srtp.py`, protect+unprotect of one 160-byte G.711 frame (12-byte header), same process,
-x86-64 dev box (Python 3.11.7, cryptography 46, pylibsrtp 1.0.0 bundling libsrtp 2):
+`python bench/srtp.py`: CPU microseconds for protect + unprotect of one RTP packet with a
+160-byte G.711 payload (20 ms), best of 9 rounds of 20000 packets, both in one process; 2-core
+AMD EPYC VM under load, Python 3.11.7, cryptography 48.0.0 (OpenSSL 3), pylibsrtp 1.0.0:
 
-    suite            ours (us/pkt)   pylibsrtp (us/pkt)   ours/pylibsrtp
-    SHA1_80 RTP          ~21.6             ~3.6               ~6.0x slower
-    SHA1_32 RTP          ~21.3             ~3.6               ~5.9x slower
-    SHA1_80 RTCP         ~16.2             ~3.5               ~4.6x slower
+    case               ours (us)   pylibsrtp (us)   ours / pylibsrtp
+    SHA1_80 RTP          19.5          6.1              3.2x
+    SHA1_32 RTP          19.3          6.0              3.2x
+    SHA1_80 RTCP         14.7          5.3              2.8x
 
-A call is 50 packets/s each way, i.e. 50 protects + 50 unprotects per second. Ours costs about
-1.1 ms of CPU per call-second on this box (0.11 %); a Raspberry Pi 3/4 core is roughly 5-10x
-slower, which is still under 1.5 % of one core per call, against ~0.2 % with libsrtp. Both fit a
-desk phone's budget (one or two calls) by a wide margin; libsrtp is the better one on CPU, it is
-the implementation every other SIP phone interoperates with, and its constant-time C code is
-free of interpreter overhead.
+A call is 50 packets/s each way, so one call costs ours ~1.0 ms CPU per second (0.10 % of a
+core) against libsrtp's ~0.3 ms (0.03 %). A Raspberry Pi 4 core runs this Python roughly 5-8x
+slower (and its BCM2711 has no AES instructions), which still puts ours under 1 % of one core
+per call. Both fit a desk phone's budget by a wide margin; libsrtp is 3x cheaper, is what the
+other phones run, and keeps the per-packet work out of the interpreter.
 
-Decision: `new_srtp_session()` uses pylibsrtp when it is installed and the parameters are
-ones it supports (no MKI, no UNENCRYPTED_*/UNAUTHENTICATED_* session parameters), else this
-module's `SrtpSession`. Ours stays as the verified fallback because pylibsrtp ships no armv7
-wheels (32-bit Raspberry Pi OS has to build it against libsrtp2-dev) while `cryptography` is
-already a hard dependency, and because it covers MKI and the SDES session parameters that the
-binding does not expose. Both are checked against each other in tests/unit/test_srtp.py.
+Decision: `new_srtp_session()` uses pylibsrtp when it is installed and the parameters are ones
+it supports (no MKI, no UNENCRYPTED_*/UNAUTHENTICATED_SRTP), otherwise this module's
+`SrtpSession`. Ours stays as the verified fallback because pylibsrtp publishes wheels for x86-64
+and aarch64 only (32-bit Raspberry Pi OS would have to build it against libsrtp2-dev) while
+`cryptography`, already a hard dependency, has armv7 wheels; and because ours covers MKI and the
+SDES session parameters the binding does not expose. tests/unit/test_srtp.py checks that both
+produce the same bytes, both ways, across the ROC wrap.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 from collections.abc import Callable
@@ -213,7 +213,7 @@ def _rtp_header_len(packet: bytes) -> int:
 class _Keys:
     """Session keys for one direction of RTP or RTCP, with reusable cipher and MAC state."""
 
-    __slots__ = ("_ecb", "_mac", "salt")
+    __slots__ = ("_auth_key", "_ecb", "salt")
 
     def __init__(self, master_key: bytes, master_salt: bytes, labels: tuple[int, int, int]):
         enc, auth, salt = labels
@@ -222,7 +222,7 @@ class _Keys:
         # ECB over explicit counter blocks is counter mode; one long-lived context saves
         # building a cipher object per packet (3x faster in bench/srtp.py).
         self._ecb = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-        self._mac = hmac.new(derive_key(master_key, master_salt, auth, 20), None, hashlib.sha1)
+        self._auth_key = derive_key(master_key, master_salt, auth, 20)
 
     def crypt(self, data: bytes, ssrc: int, index: int) -> bytes:
         """XOR `data` with the AES-CM keystream for (ssrc, index): IV per RFC 3711 4.1.1."""
@@ -234,11 +234,10 @@ class _Keys:
         stream = self._ecb.update(b"".join([iv + s for s in _CTR_SUFFIX[:blocks]]))
         return (int.from_bytes(data, "big") ^ int.from_bytes(stream[:n], "big")).to_bytes(n, "big")
 
-    def tag(self, *parts: bytes) -> bytes:
-        mac = self._mac.copy()
-        for part in parts:
-            mac.update(part)
-        return mac.digest()
+    def tag(self, body: bytes, trailer: bytes) -> bytes:
+        """Full HMAC-SHA1 over the authenticated portion and the ROC or E||index (4.2.1)."""
+        # hmac.digest is one C call (OpenSSL); a copied HMAC object costs two more.
+        return hmac.digest(self._auth_key, body + trailer, "sha1")
 
 
 class _Streams:
