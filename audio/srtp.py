@@ -231,6 +231,8 @@ class _Keys:
             return b""
         iv = ((self.salt ^ (ssrc << 48) ^ index) << 16).to_bytes(_BLOCK, "big")[:14]
         blocks = (n + _BLOCK - 1) // _BLOCK
+        if blocks > len(_CTR_SUFFIX):
+            raise SrtpError("malformed", f"{n}-byte payload is larger than any UDP datagram")
         stream = self._ecb.update(b"".join([iv + s for s in _CTR_SUFFIX[:blocks]]))
         return (int.from_bytes(data, "big") ^ int.from_bytes(stream[:n], "big")).to_bytes(n, "big")
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audio.srtp import (
     REPLAY_WINDOW,
@@ -441,3 +443,38 @@ def test_libsrtp_adapter_reports_replay_and_tamper_as_srtp_error() -> None:
     with pytest.raises(SrtpError) as err:
         lib_tx.protect(rtp(3))
     assert err.value.reason == "keystream_reuse"
+
+
+# ---------------------------------------------------------------- properties
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    payload=st.binary(max_size=1400),
+    seq=st.integers(0, 0xFFFF),
+    ssrc=st.integers(0, 0xFFFFFFFF),
+    suite=st.sampled_from([SUITE_80, SUITE_32]),
+)
+def test_round_trip_any_payload(payload: bytes, seq: int, ssrc: int, suite: str) -> None:
+    tx, rx = pair(suite)
+    plain = rtp(seq, payload, ssrc=ssrc)
+    wire = tx.protect(plain)
+    assert len(wire) == len(plain) + (10 if suite == SUITE_80 else 4)
+    assert rx.unprotect(wire) == plain
+    report = rtcp_rr(ssrc) + payload[: len(payload) // 4 * 4]
+    assert rx.unprotect_rtcp(tx.protect_rtcp(report)) == report
+
+
+@settings(max_examples=300, deadline=None)
+@given(junk=st.binary(max_size=200))
+def test_garbage_only_ever_raises_srtp_error(junk: bytes) -> None:
+    _, rx = pair()
+    for fn in (rx.unprotect, rx.unprotect_rtcp):
+        with pytest.raises(SrtpError):
+            fn(junk)
+
+
+def test_oversized_payload_is_refused() -> None:
+    tx, _ = pair()
+    with pytest.raises(SrtpError):
+        tx.protect(rtp(1, bytes(70000)))
