@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -284,7 +285,10 @@ def test_opus_absent_means_not_registered() -> None:
         "from audio.codecs import available_codecs\n"
         "print(sorted(available_codecs()))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
     assert out.stdout.strip() == "['G722', 'PCMA', 'PCMU', 'telephone-event']"
 
 
