@@ -400,6 +400,28 @@ def test_factory_uses_ours_when_asked_or_when_libsrtp_cannot_do_it() -> None:
     assert auto.protect(SRTP_PLAIN) == SRTP_CIPHER
 
 
+def test_factory_falls_back_to_ours_without_libsrtp(monkeypatch: pytest.MonkeyPatch) -> None:
+    import audio.srtp
+
+    monkeypatch.setattr(audio.srtp, "libsrtp_available", lambda: False)
+    session = new_srtp_session(SUITE_32, MASTER_KEY, MASTER_SALT)
+    assert isinstance(session, SrtpSession)
+    with pytest.raises(SrtpError):
+        new_srtp_session(SUITE_80, MASTER_KEY, MASTER_SALT, prefer="libsrtp")
+
+
+@needs_libsrtp
+def test_factory_refuses_libsrtp_for_parameters_it_cannot_express() -> None:
+    assert isinstance(
+        new_srtp_session(SUITE_80, MASTER_KEY, MASTER_SALT, prefer="libsrtp"), LibSrtpSession
+    )
+    with pytest.raises(SrtpError):
+        new_srtp_session(SUITE_80, MASTER_KEY, MASTER_SALT, mki=b"\x01", prefer="libsrtp")
+    assert isinstance(
+        new_srtp_session(SUITE_80, MASTER_KEY, MASTER_SALT, encrypt_rtp=False), SrtpSession
+    )
+
+
 # ---------------------------------------------------------------- live interop with libsrtp
 
 
