@@ -129,12 +129,14 @@ class CallManager:
         telephone_event: CodecSpec | None = None,
         max_calls: int = MAX_CALLS,
         user_agent: str = "deskphone/0.1",
+        srtp_without_tls: bool = False,
     ) -> None:
         self.ua = ua
         self.ports = ports
         self.codecs = codecs
         self.accounts = accounts
-        self.srtp = srtp
+        self.srtp = srtp  # policy with secure (TLS/SIPS) signalling: off|optional|mandatory
+        self.srtp_without_tls = srtp_without_tls  # SDES keys over plain SIP only if asked for
         self.fresh_crypto = fresh_crypto
         self.telephone_event = telephone_event or CodecSpec(
             "telephone-event", 8000, 101, fmtp="0-16"
@@ -158,9 +160,8 @@ class CallManager:
         self, call_key: str, towards: Hashable | None, secure: bool
     ) -> tuple[CallMedia, tuple[str, int]]:
         address, port = self.ports.allocate(call_key, towards)
-        srtp = self.srtp if secure or self.srtp == "insecure-ok" else "off"
-        if srtp == "insecure-ok":
-            srtp = "optional"
+        # RFC 4568 8.3 / THREATS T20: keys in SDP only where signalling is encrypted.
+        srtp = self.srtp if (secure or self.srtp_without_tls) else "off"
         crypto = self.fresh_crypto() if (srtp != "off" and self.fresh_crypto) else []
         caps = LocalMediaCaps(
             address=address,

@@ -93,6 +93,27 @@ class ApiConfig:
     enabled: bool
 
 
+KNOWN_CODECS = ("G722", "PCMU", "PCMA", "opus")
+SRTP_MODES = ("off", "optional", "mandatory")
+TONE_COUNTRIES = ("US", "UK", "DE")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    codecs: tuple[str, ...]
+    telephone_event: bool
+    ptime: int
+    capture_device: str
+    playback_device: str
+    capture_file: Path | None  # a WAV played into calls instead of the microphone
+    playback_file: Path | None  # received audio written to this WAV instead of a speaker
+    srtp: str  # with TLS signalling: off | optional | mandatory
+    srtp_without_tls: bool  # allow SDES keys over plain SIP (RFC 4568 says NOT RECOMMENDED)
+    tone_country: str
+    rtp_port_min: int
+    rtp_port_max: int
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
     name: str
@@ -106,6 +127,7 @@ class PhoneConfig:
     accounts: tuple[AccountConfig, ...]
     sip: SipConfig
     api: ApiConfig
+    audio: AudioConfig = field(default_factory=lambda: default_audio())
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -149,6 +171,71 @@ class _Section:
                 unknown[0],
                 "unknown key (check the spelling; see the README's configuration reference)",
             )
+
+
+def default_audio() -> AudioConfig:
+    return AudioConfig(
+        codecs=("G722", "PCMU", "PCMA"),
+        telephone_event=True,
+        ptime=20,
+        capture_device="default",
+        playback_device="default",
+        capture_file=None,
+        playback_file=None,
+        srtp="optional",
+        srtp_without_tls=False,
+        tone_country="US",
+        rtp_port_min=16384,
+        rtp_port_max=32767,
+    )
+
+
+def _parse_audio(top: _Section, file: str, base: Path) -> AudioConfig:
+    au = _Section(file, "audio", top.get("audio", dict, {}))
+    codecs = au.get("codecs", list, ["G722", "PCMU", "PCMA"])
+    names: list[str] = []
+    for i, name in enumerate(codecs):
+        match = next(
+            (k for k in KNOWN_CODECS if isinstance(name, str) and k.lower() == name.lower()), None
+        )
+        if match is None:
+            raise au.error(
+                f"codecs[{i}]", f"{name!r} is not a codec; use {', '.join(KNOWN_CODECS)}"
+            )
+        names.append(match)
+    if not names:
+        raise au.error("codecs", "needs at least one codec")
+    ptime = au.get("ptime", int, 20)
+    if ptime not in (10, 20, 30, 40, 60):
+        raise au.error("ptime", "must be 10, 20, 30, 40 or 60 ms")
+    srtp = au.get("srtp", str, "optional")
+    if srtp not in SRTP_MODES:
+        raise au.error("srtp", f"must be one of {', '.join(SRTP_MODES)}")
+    country = au.get("tone_country", str, "US").upper()
+    if country not in TONE_COUNTRIES:
+        raise au.error("tone_country", f"must be one of {', '.join(TONE_COUNTRIES)}")
+    low = au.get("rtp_port_min", int, 16384)
+    high = au.get("rtp_port_max", int, 32767)
+    if not 1024 <= low < high <= 65535:
+        raise au.error("rtp_port_min", "needs 1024 <= rtp_port_min < rtp_port_max <= 65535")
+    capture_file = au.get("capture_file", str, None)
+    playback_file = au.get("playback_file", str, None)
+    cfg = AudioConfig(
+        codecs=tuple(names),
+        telephone_event=au.get("telephone_event", bool, True),
+        ptime=ptime,
+        capture_device=au.get("capture_device", str, "default"),
+        playback_device=au.get("playback_device", str, "default"),
+        capture_file=_path(base, capture_file) if capture_file else None,
+        playback_file=_path(base, playback_file) if playback_file else None,
+        srtp=srtp,
+        srtp_without_tls=au.get("srtp_without_tls", bool, False),
+        tone_country=country,
+        rtp_port_min=low,
+        rtp_port_max=high,
+    )
+    au.finish()
+    return cfg
 
 
 def _kind_name(kinds: tuple[type, ...]) -> str:
@@ -326,6 +413,8 @@ def parse_config(
         raise api.error("token", "is required while the action API is enabled")
     api.finish()
 
+    audio_cfg = _parse_audio(top, file, base)
+
     log = _Section(file, "logging", top.get("logging", dict, {}))
     level = log.get("level", str, "INFO").upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -338,5 +427,6 @@ def parse_config(
         accounts=tuple(accounts),
         sip=sip_cfg,
         api=api_cfg,
+        audio=audio_cfg,
         log_level=level,
     )

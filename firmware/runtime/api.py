@@ -2,21 +2,45 @@
 
 aiohttp is the de-facto asyncio HTTP server: small, maintained and already an asyncio citizen, so
 it shares the phone's single event loop instead of needing a thread. Bound to loopback by default;
-every request needs the bearer token (compared in constant time).
+every request needs the bearer token (compared in constant time). Bad input gets a 4xx with a
+JSON body saying what is wrong; nothing a client sends can raise out of a handler.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[], dict[str, Any]]
+CALL_ACTIONS = ("answer", "hangup", "hold", "resume", "dtmf", "reject")
+
+
+class ActionError(Exception):
+    """A request the phone understood but cannot carry out (unknown call, wrong state...)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Actions(Protocol):
+    """What the phone can be asked to do; raises ActionError with an HTTP status."""
+
+    def dial(self, number: str, account: str | None) -> dict[str, Any]: ...
+
+    def call_action(self, call_id: str, action: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
 
 
 def _unauthorized(reason: str) -> web.Response:
@@ -25,8 +49,20 @@ def _unauthorized(reason: str) -> web.Response:
     )
 
 
-def make_app(token: str, status: StatusProvider) -> web.Application:
-    """Build the aiohttp application; routes are added here as features land."""
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ActionError(400, f"body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise ActionError(400, "body must be a JSON object")
+    return body
+
+
+def make_app(token: str, status: StatusProvider, actions: Actions | None = None) -> web.Application:
+    """Build the aiohttp application."""
     expected = f"Bearer {token}".encode()
 
     @web.middleware
@@ -37,21 +73,55 @@ def make_app(token: str, status: StatusProvider) -> web.Application:
         if not hmac.compare_digest(given.encode(), expected):
             log.warning("action API: bad token from %s", request.remote)
             return _unauthorized("invalid bearer token")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except ActionError as e:
+            return _error(e.status, e.message)
 
     async def get_status(_request: web.Request) -> web.Response:
         return web.json_response(status())
 
-    app = web.Application(middlewares=[auth])
+    async def post_dial(request: web.Request) -> web.Response:
+        assert actions is not None
+        body = await _json_body(request)
+        number = body.get("number")
+        if not isinstance(number, str) or not number.strip():
+            raise ActionError(400, 'body needs "number": a non-empty string')
+        account = body.get("account")
+        if account is not None and not isinstance(account, str):
+            raise ActionError(400, '"account" must be a string')
+        return web.json_response(actions.dial(number.strip(), account), status=201)
+
+    async def post_call_action(request: web.Request) -> web.Response:
+        assert actions is not None
+        action = request.match_info["action"]
+        if action not in CALL_ACTIONS:
+            raise ActionError(
+                404, f"unknown call action {action!r}; one of {', '.join(CALL_ACTIONS)}"
+            )
+        body = await _json_body(request)
+        return web.json_response(actions.call_action(request.match_info["call_id"], action, body))
+
+    app = web.Application(middlewares=[auth], client_max_size=64 * 1024)
     app.router.add_get("/api/status", get_status)
+    if actions is not None:
+        app.router.add_post("/api/dial", post_dial)
+        app.router.add_post("/api/calls/{call_id}/{action}", post_call_action)
     return app
 
 
 class ApiServer:
     """Runs the action API on the phone's event loop."""
 
-    def __init__(self, host: str, port: int, token: str, status: StatusProvider) -> None:
-        self._app = make_app(token, status)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: str,
+        status: StatusProvider,
+        actions: Actions | None = None,
+    ) -> None:
+        self._app = make_app(token, status, actions)
         self._host, self._port = host, port
         self._runner: web.AppRunner | None = None
         self.bound: tuple[str, int] | None = None
