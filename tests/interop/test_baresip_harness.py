@@ -8,11 +8,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.interop.audio_files import tone_of
-from tests.interop.baresip import Baresip
+from tests.interop.audio_files import read_wav, tone_of, write_tone
+from tests.interop.baresip import Baresip, BaresipError, parse_netstrings
 from tests.interop.baresip import make_baresip as _make_baresip_fixture  # noqa: F401
 from tests.interop.kamailio import Kamailio
 
@@ -44,8 +45,6 @@ def _assert_heard(listener: Baresip, frequency: float, rate: int) -> None:
     heard, level = tone_of(received[0])
     assert abs(heard - frequency) < TOLERANCE_HZ, f"{listener.user} heard {heard:.1f} Hz"
     assert level > 0.1, f"{listener.user} recording too quiet: RMS {level:.3f}"
-    from tests.interop.audio_files import read_wav
-
     wav = read_wav(received[0])
     assert wav.rate == rate
     assert wav.duration > 1.0, f"only {wav.duration:.2f} s recorded"
@@ -128,3 +127,67 @@ def test_tls_with_srtp(make_baresip: MakeBaresip, kamailio: Kamailio) -> None:
 
     _assert_heard(callee, 1000, 16000)
     _assert_heard(caller, 440, 16000)
+
+
+def test_hold_and_resume_are_reinvites_with_directions(
+    make_baresip: MakeBaresip, kamailio: Kamailio
+) -> None:
+    callee = make_baresip("1008", kamailio=kamailio, auto_answer=True, tone_hz=440)
+    caller = make_baresip("1007", kamailio=kamailio, tone_hz=1000, sip_trace=True)
+    _call(caller, callee, kamailio)
+
+    caller.hold()
+    assert callee.wait_event("CALL_REMOTE_SDP", 5)["param"] == "offer"  # the initial INVITE
+    assert callee.wait_event("CALL_REMOTE_SDP", 5)["param"] == "offer"  # the hold re-INVITE
+    caller.wait_event("CALL_REMOTE_SDP", 5)  # initial answer
+    caller.wait_event("CALL_REMOTE_SDP", 5)  # answer to the hold
+    caller.resume()
+    callee.wait_event("CALL_REMOTE_SDP", 5)
+    caller.wait_event("CALL_REMOTE_SDP", 5)
+    _hang_up(caller, callee)
+
+    directions = re.findall(r"a=(sendrecv|sendonly|recvonly|inactive)", caller.log_text())
+    # caller's trace: offer/answer of the call, hold offer/answer, resume offer/answer
+    assert directions[-4:] == ["sendonly", "recvonly", "sendrecv", "sendrecv"], directions
+
+
+def test_stop_unregisters(make_baresip: MakeBaresip, kamailio: Kamailio) -> None:
+    phone = make_baresip("1008", kamailio=kamailio)
+    assert [c["Address"] for c in kamailio.contacts("1008")] == [
+        c for c in [kamailio.contacts("1008")[0]["Address"]] if f":{phone.sip_port}" in c
+    ]
+    phone.stop()
+    assert not phone.running
+    assert kamailio.contacts("1008") == []
+
+
+def test_wait_event_times_out_with_the_events_seen(
+    make_baresip: MakeBaresip, kamailio: Kamailio
+) -> None:
+    phone = make_baresip("1008", kamailio=kamailio)
+    with pytest.raises(BaresipError, match=r"no CALL_INCOMING event within 0.2 s \(events: \["):
+        phone.wait_event("CALL_INCOMING", 0.2)
+    with pytest.raises(BaresipError, match="command not found"):
+        phone.command("no-such-command")
+
+
+def test_netstring_parser_keeps_partial_frames() -> None:
+    buffer = bytearray(b'5:hello,3:abc,11:{"a"')
+    assert parse_netstrings(buffer) == [b"hello", b"abc"]
+    assert buffer == bytearray(b'11:{"a"')
+    buffer += b": true},"
+    assert parse_netstrings(buffer) == [b'{"a": true}']
+    assert buffer == bytearray()
+    with pytest.raises(BaresipError):
+        parse_netstrings(bytearray(b"3:abcX"))
+
+
+def test_tone_helpers_measure_what_they_wrote(tmp_path: Path) -> None:
+    path = write_tone(tmp_path / "t.wav", 1234.5, seconds=0.5, rate=16000, amplitude=0.25)
+    wav = read_wav(path)
+    assert (wav.rate, len(wav.samples)) == (16000, 8000)
+    frequency, level = tone_of(path)
+    assert abs(frequency - 1234.5) < 0.5
+    assert abs(level - 0.25 / 2**0.5) < 0.001
+    with pytest.raises(ValueError):
+        write_tone(tmp_path / "bad.wav", 5000, rate=8000)
