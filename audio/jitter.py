@@ -16,10 +16,10 @@ seconds; `get` is called once per output frame by whatever paces playback):
   off target by more than ~half a frame the buffer drops or inserts *one whole frame*: at
   once while it is concealing a loss or playing comfort noise (one more concealed frame next
   to a lost one is hardly audible), when the frame concerned is quiet (RMS below
-  `quiet_rms`), or unconditionally once the error exceeds 1.5 frames (too much
-  delay) or 1 frame (too little, packets are about to be late). We chose whole-frame
-  adaptation over time-stretching: it needs no DSP, it is exact, and with the dead band
-  it fires about once per 67 s at 300 ppm of skew. Clock skew therefore only ever costs
+  `quiet_rms`), when the error has persisted for `PERSIST` frames (1 s), or at once when
+  it exceeds 1.5 frames (too much delay) or 1 frame (too little: packets are about to be
+  late). We chose whole-frame adaptation over time-stretching: it needs no DSP, it is
+  exact, and with the dead band it fires about once per 67 s at 300 ppm of skew. Clock skew therefore only ever costs
   bounded delay, never drift: the play position stays tied to the sender's clock.
 * Missing frames are concealed with `decoder.conceal()` for `conceal_frames` frames, then
   replaced by comfort noise. Packets arriving after their play time are dropped and counted
@@ -64,6 +64,7 @@ class JitterBuffer:
     SOFT_BAND = 0.6  # frames of delay error tolerated before adapting at a convenient moment
     FORCE_DROP = 1.5  # frames of excess delay that force a drop
     FORCE_INSERT = 1.0  # frames of missing delay that force an insert
+    PERSIST = 50  # frames (1 s at 20 ms) off target after which we adapt even mid-speech
     SPIKE_GAP = 10  # packets: delay excursions closer together than this are one spike
 
     def __init__(
@@ -137,9 +138,11 @@ class JitterBuffer:
         self._playing = False
         self._play_ts = 0  # ext timestamp of the next media not yet taken from the buffer
         self._carry = np.zeros(0, dtype=np.int16)  # decoded samples not yet output
+        self._carry_kind = AUDIO
         self._last_dur = self.frame
         self._missing = 0  # consecutive frames concealed or noise-filled
         self._last_rms = 0.0
+        self._off_target = 0  # consecutive frames with the delay outside the soft band
         self._count = 0  # packets in this stream, indexes the windows below
         self._min_q: deque[tuple[int, float]] = deque()  # monotonic queue: windowed min transit
         self._rel: deque[float] = deque(maxlen=self.window)
@@ -247,16 +250,23 @@ class JitterBuffer:
         position = self._play_ts - len(self._carry) * self.clock_rate // self.sample_rate
         self.delay = now - position / self.clock_rate - self._min_transit
         err = (self.delay - self.target) / self.frame_s
+        if abs(err) > self.SOFT_BAND:
+            self._off_target += 1
+        else:
+            self._off_target = 0
+        stale = self._off_target >= self.PERSIST
         if err < -self.SOFT_BAND and (
-            self._missing or self._last_rms < self.quiet_rms or err < -self.FORCE_INSERT
+            stale or self._missing or self._last_rms < self.quiet_rms or err < -self.FORCE_INSERT
         ):
             c["inserted"] += 1
+            self._off_target = 0
             return self._filler()
         if err > self.SOFT_BAND:
             pcm, kind = self._assemble()
-            if kind != AUDIO or rms(pcm) < self.quiet_rms or err > self.FORCE_DROP:
+            if stale or kind != AUDIO or rms(pcm) < self.quiet_rms or err > self.FORCE_DROP:
                 c["dropped"] += 1
                 c[kind] -= 1  # the frame never reached the loudspeaker
+                self._off_target = 0
             else:
                 self._last_rms = rms(pcm)
                 return pcm, kind
@@ -274,10 +284,11 @@ class JitterBuffer:
     def _assemble(self) -> tuple[np.ndarray, str]:
         """Take one frame's worth of media from the buffer, decoding or concealing as needed."""
         n = self.pcm_frame
-        kind = AUDIO
+        kind = self._carry_kind if self._carry.size else AUDIO
         while len(self._carry) < n:
             piece, piece_kind = self._next_piece()
             self._carry = np.concatenate((self._carry, piece)) if self._carry.size else piece
+            self._carry_kind = piece_kind  # what is left over belongs to the last piece
             if piece_kind != AUDIO and kind == AUDIO:
                 kind = piece_kind
         pcm, self._carry = self._carry[:n], self._carry[n:]
