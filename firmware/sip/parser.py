@@ -177,6 +177,8 @@ def _build(start: tuple[str, str, str, str], headers: Headers, body: bytes) -> M
 def _split_head(data: bytes) -> tuple[bytes, bytes]:
     end = data.find(b"\r\n\r\n")
     if end < 0:
+        if b"\n\n" in data:  # typically a message saved by an editor: say so
+            raise SipParseError("No blank line after the headers (LF line endings; SIP uses CRLF)")
         raise SipParseError("No blank line after the headers")
     return data[:end], data[end + 4 :]
 

@@ -151,7 +151,7 @@ def test_limits() -> None:
         (b"INVITE sip:a@b SIP/2.0\r\nContent-Length: x\r\n\r\n", "Content-Length"),
         (b"INVITE sip:a@b SIP/2.0\r\nSubject: a\nInjected: b\r\n\r\n", "Bare CR or LF"),
         (b"INVITE sip:a@b SIP/2.0\r\nSubject: a\rb\r\n\r\n", "Bare CR or LF"),
-        (b"INVITE sip:a@b SIP/2.0\nVia: x\n\n", "blank line"),
+        (b"INVITE sip:a@b SIP/2.0\nVia: x\n\n", "LF line endings; SIP uses CRLF"),
         (b"INVITE sip:a@b SIP/2.0\r\nBad Name: x\r\n\r\n", "Bad header name"),
     ],
 )
