@@ -114,7 +114,12 @@ def run(
         consumed = c["audio"] + c["concealed"] + c["comfort_noise"] + c["dropped"]
         ticks.append(
             Tick(
-                now, kind, frame_id(pcm) if kind == "audio" else None, jb.delay, jb.target, consumed
+                now,
+                kind,
+                frame_id(pcm) if pcm is not None and kind == "audio" else None,
+                jb.delay,
+                jb.target,
+                consumed,
             )
         )
         if until is not None:
@@ -224,12 +229,12 @@ def test_comfort_noise_is_quiet_noise_at_the_background_level() -> None:
     dec = QuietThenGap()
     jb = JitterBuffer(8000, 160, 0.02, 0.3, decoder=dec, noise_seed=7)
     arrivals = [a for a in steady(80) if not 40 <= a[0] < 70]
-    jb_out = []
+    jb_out: list[np.ndarray] = []
     for f, t in arrivals:
         jb.put(packet(f), t)
     for k in range(100):
         pcm, kind = jb.get(0.05 + k * FRAME)
-        if kind == "comfort_noise":
+        if pcm is not None and kind == "comfort_noise":
             jb_out.append(pcm)
     noise = np.concatenate(jb_out)
     level = float(np.sqrt(np.mean(noise.astype(float) ** 2)))

@@ -10,6 +10,7 @@ from audio.rtcp import (
     ReceiverReport,
     ReportBlock,
     RtcpError,
+    RtcpPacket,
     RtcpSession,
     Sdes,
     SenderReport,
@@ -97,7 +98,7 @@ def test_bye_with_reason_bytes() -> None:
 
 def test_compound_round_trip_keeps_unknown_packets() -> None:
     app = OtherRtcp(204, 1, b"\x00\x00\x00\x01NAME")
-    packets = [
+    packets: list[RtcpPacket] = [
         ReceiverReport(7, [ReportBlock(9, 0, 0, 100, 3)]),
         Sdes([(7, [(1, b"x@y")])]),
         app,
@@ -185,7 +186,12 @@ class Side:
 
 
 def stream(
-    src: Side, dst: Side, start: float, frames: int, delay: float, skip: set[int] = frozenset()
+    src: Side,
+    dst: Side,
+    start: float,
+    frames: int,
+    delay: float,
+    skip: frozenset[int] = frozenset(),
 ) -> None:
     for i in range(frames):
         data = src.tx.send(b"\xff" * 160, 160)
@@ -211,7 +217,7 @@ def test_sr_rr_exchange_reports_loss_jitter_and_round_trip_time() -> None:
     a = Side("a", "a@host", 3.9e9)
     b = Side("b", "b@host", 3.9e9 + 1234.5)
     one_way = 0.030
-    stream(a, b, 0.0, 100, one_way, skip={10, 11, 50})
+    stream(a, b, 0.0, 100, one_way, skip=frozenset({10, 11, 50}))
     sr_at = 2.0
     sr_data = a.rtcp.build_report(sr_at)
     sr = parse_compound(sr_data)[0]
