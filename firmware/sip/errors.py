@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+MAX_REASON = 160
+
 
 class SipParseError(ValueError):
     """A message, header or URI is malformed; `reason` names the defect.
@@ -26,6 +28,9 @@ class SipParseError(ValueError):
         breaks_framing: bool = False,
         message: Any = None,
     ) -> None:
+        if len(reason) > MAX_REASON:
+            # The reason may quote peer input and may be sent back as a reason phrase.
+            reason = reason[: MAX_REASON - 3] + "..."
         super().__init__(reason)
         self.reason = reason
         self.status = status

@@ -398,3 +398,11 @@ def test_make_response_copies_record_route_for_dialog_creating_responses() -> No
     assert make_response(req, 486, to_tag="t").headers.get_all("Record-Route") == []
     req.method = "OPTIONS"
     assert make_response(req, 200, to_tag="t").headers.get_all("Record-Route") == []
+
+
+def test_error_reasons_quoting_peer_input_stay_short() -> None:
+    from firmware.sip.headers import parse_name_addr
+
+    with pytest.raises(SipParseError) as err:
+        parse_name_addr('"' + "x" * 5000)
+    assert len(err.value.reason) <= 160 and err.value.reason.endswith("...")
