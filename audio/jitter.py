@@ -37,7 +37,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -56,6 +56,13 @@ class Decoder(Protocol):
     def decode(self, payload: bytes) -> np.ndarray: ...
 
     def conceal(self, samples: int) -> np.ndarray: ...
+
+
+class CodecLike(Protocol):
+    clock_rate: int
+    sample_rate: int
+
+    def decoder(self) -> Decoder: ...
 
 
 class JitterBuffer:
@@ -124,6 +131,27 @@ class JitterBuffer:
         self.delay = 0.0  # playout delay measured at the last get()
         self.jitter = 0.0  # the quantile of r (delay spread), seconds
         self._reset()
+
+    @classmethod
+    def for_codec(
+        cls,
+        codec: CodecLike,
+        ptime_ms: int = 20,
+        min_delay: float = 0.02,
+        max_delay: float = 0.3,
+        **options: Any,
+    ) -> JitterBuffer:
+        """A buffer for one negotiated codec: frame size from ptime at the RTP clock rate,
+        PCM at the codec's sample rate, a fresh decoder (PLC state is per stream)."""
+        return cls(
+            codec.clock_rate,
+            codec.clock_rate * ptime_ms // 1000,
+            min_delay,
+            max_delay,
+            decoder=codec.decoder(),
+            sample_rate=codec.sample_rate,
+            **options,
+        )
 
     # -- state ---------------------------------------------------------------------------------
 

@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from audio.codecs import get_codec
 from audio.jitter import JitterBuffer
-from audio.rtp import RtpPacket
+from audio.pcm import dominant_frequency
+from audio.rtp import RtpPacket, RtpReceiverStats, RtpSender
+from firmware.sip.ids import SeededIds
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "impairments"
 FRAME = 0.020
@@ -321,6 +324,51 @@ def test_silence_suppression_gap_plays_noise_and_resumes_on_time() -> None:
     st = jb.stats()
     assert st["late"] == 0 and st["resyncs"] == 0
     assert st["comfort_noise"] >= 90
+
+
+@pytest.mark.parametrize("name", ["PCMU", "G722"])
+def test_a_tone_crosses_rtp_bytes_and_the_buffer_with_a_real_codec(name: str) -> None:
+    """Sender -> wire bytes (jittered, reordered, lossy) -> stats + buffer -> the same tone."""
+    codec = get_codec(name)
+    assert codec.static_pt is not None
+    encoder = codec.encoder()
+    sender = RtpSender(SeededIds(name), codec.static_pt, codec.clock_rate)
+    rx = RtpReceiverStats(codec.clock_rate, probation_packets=0)
+    jb = JitterBuffer.for_codec(codec, 20, 0.04, 0.3, initial_delay=0.04)
+    n = codec.sample_rate // 50
+    assert jb.pcm_frame == n  # G.722: 320 PCM samples per 160 RTP clock ticks
+    frames = 250
+    t = np.arange(n * frames) / codec.sample_rate
+    tone = (8000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+    wire = [
+        sender.send(encoder.encode(tone[i * n : (i + 1) * n]), codec.clock_rate // 50)
+        for i in range(frames)
+    ]
+    lost = {i for i in range(frames) if i % 23 == 11}
+    # 30 ms path, 0-8 ms jitter, every 17th packet overtaken by its successor.
+    arrival = {i: 0.030 + i * FRAME + (i * 7 % 9) / 1000 for i in range(frames) if i not in lost}
+    for i in range(0, frames - 1, 17):
+        if i in arrival and i + 1 in arrival:
+            arrival[i] = arrival[i + 1] + 0.001
+    schedule = sorted(arrival, key=arrival.__getitem__)
+    out = []
+    k = 0
+    for now in 0.005 + np.arange(frames + 20) * FRAME:
+        while k < len(schedule) and arrival[schedule[k]] <= now:
+            i = schedule[k]
+            pkt = RtpPacket.parse(wire[i])
+            assert rx.update(pkt, arrival[i])
+            if jb.put(pkt, arrival[i]) == "late":
+                rx.note_late()
+            k += 1
+        pcm, kind = jb.get(float(now))
+        if kind == "audio":
+            out.append(pcm)
+    assert rx.lost == len(lost) and rx.reordered > 10 and rx.late == 0
+    st = jb.stats()
+    assert st["audio"] == frames - len(lost) and st["concealed"] >= len(lost)
+    played = np.concatenate(out)
+    assert abs(dominant_frequency(played, codec.sample_rate) - 1000) < 2
 
 
 def test_bad_delay_bounds_are_rejected() -> None:
