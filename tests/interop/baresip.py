@@ -8,21 +8,28 @@ starts ``baresip -f <dir>`` on 127.0.0.1 with free ports, and drives it over `ct
 
 Audio without a sound card: the `aufile` source plays a tone WAV (generated here at the first
 codec's clock rate, because baresip 1.0's aufile refuses a WAV whose rate differs from the
-codec's, and long enough - aufile ends the call when the file ends); the `sndfile` filter writes
-``dump-<YYYY-MM-DD-hh-mm-ss>-enc.wav`` (what it sent) and ``-dec.wav`` (what it received) to the
+codec's - so list codecs of one clock rate - and long enough: aufile ends the call when the file
+ends); the `sndfile` filter writes ``dump-<YYYY-MM-DD-hh-mm-ss>-enc.wav`` (what it sent) and ``-dec.wav`` (what it received) to the
 record directory. The file name has one-second resolution: two calls of one instance within the
-same second share (overwrite) a file.
+same second share (overwrite) a file. After a re-INVITE (hold, resume, session refresh) baresip
+1.0 keeps receiving RTP but its -dec.wav stops growing: measure received audio before any
+re-INVITE, or in a new call.
 
-Fixture (function scope)::
+Fixture ``make_baresip`` (function scope; a test module or conftest imports it from here)::
 
     def test_x(make_baresip, kamailio):
-        b = make_baresip("1002", kamailio=kamailio, auto_answer=True, tone_hz=440)
-        a = make_baresip("1001", kamailio=kamailio, tone_hz=1000, codecs=["G722"])
+        b = make_baresip("1002", kamailio=kamailio, codecs=["G722"], auto_answer=True, tone_hz=440)
+        a = make_baresip("1001", kamailio=kamailio, codecs=["G722"], tone_hz=1000)
         a.dial(kamailio.aor("1002"))
         b.wait_event("CALL_ESTABLISHED")
+        ...
+        a.hangup()
+        b.wait_event("CALL_CLOSED")
+        frequency, rms = tone_of(b.received_wavs()[0])   # tests/interop/audio_files.py
 
-`start()` is called by the fixture and returns once REGISTER_OK is seen; every instance is
-stopped by PID (SIGTERM, which un-registers, then SIGKILL) at the end of the test.
+`start()` is called by the fixture and returns once the account is registered (REGISTER_OK, or
+baresip's "200 OK" log line when the event came before ctrl_tcp was connected); every instance
+is stopped by PID (SIGTERM, which un-registers, then SIGKILL) at the end of the test.
 
 baresip 1.0 facts this relies on (checked against the installed binary):
 * commands come from the `menu` module: dial, accept, hangup, hold, resume, sndcode;
@@ -50,6 +57,7 @@ import socket
 import subprocess
 import threading
 import time
+import wave
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -192,6 +200,13 @@ class Baresip:
                 seconds=tone_seconds,
                 rate=self.rate,
             )
+        else:
+            with wave.open(str(tone_wav), "rb") as wav:
+                if wav.getframerate() != self.rate:
+                    raise ValueError(
+                        f"{tone_wav} is {wav.getframerate()} Hz but baresip's aufile needs "
+                        f"{self.rate} Hz for {self.codecs[0]}"
+                    )
         self.tone_wav = tone_wav
         self.sip_port = free_sip_port()
         self.ctrl_port = free_tcp_port()
