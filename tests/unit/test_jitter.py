@@ -351,7 +351,7 @@ def test_a_tone_crosses_rtp_bytes_and_the_buffer_with_a_real_codec(name: str) ->
         if i in arrival and i + 1 in arrival:
             arrival[i] = arrival[i + 1] + 0.001
     schedule = sorted(arrival, key=arrival.__getitem__)
-    out = []
+    out: list[np.ndarray] = []
     k = 0
     for now in 0.005 + np.arange(frames + 20) * FRAME:
         while k < len(schedule) and arrival[schedule[k]] <= now:
@@ -362,7 +362,7 @@ def test_a_tone_crosses_rtp_bytes_and_the_buffer_with_a_real_codec(name: str) ->
                 rx.note_late()
             k += 1
         pcm, kind = jb.get(float(now))
-        if kind == "audio":
+        if pcm is not None and kind == "audio":
             out.append(pcm)
     assert rx.lost == len(lost) and rx.reordered > 10 and rx.late == 0
     st = jb.stats()
