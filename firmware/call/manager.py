@@ -28,6 +28,7 @@ from firmware.sip.invite import (
 )
 from firmware.sip.message import SipRequest
 from firmware.sip.offer_answer import CodecSpec, LocalMediaCaps, NegotiatedMedia
+from firmware.sip.session_timer import SessionTimerConfig
 from firmware.sip.transaction import ServerTransaction
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ class CallManager:
         max_calls: int = MAX_CALLS,
         user_agent: str = "deskphone/0.1",
         srtp_without_tls: bool = False,
+        session_timer: SessionTimerConfig | None = None,
     ) -> None:
         self.ua = ua
         self.ports = ports
@@ -137,6 +139,7 @@ class CallManager:
         self.accounts = accounts
         self.srtp = srtp  # policy with secure (TLS/SIPS) signalling: off|optional|mandatory
         self.srtp_without_tls = srtp_without_tls  # SDES keys over plain SIP only if asked for
+        self.session_timer = session_timer  # RFC 4028; None = no session timers
         self.fresh_crypto = fresh_crypto
         self.telephone_event = telephone_event or CodecSpec(
             "telephone-event", 8000, 101, fmtp="0-16"
@@ -202,6 +205,7 @@ class CallManager:
             digest=info.digest,
             dest=info.dest,
             user_agent=self.user_agent,
+            session_timer=self.session_timer,
         )
         call = Call(
             id=call_key,
@@ -243,7 +247,11 @@ class CallManager:
             contact=f"<{endpoint.contact}>",
             now=now,
             user_agent=self.user_agent,
+            session_timer=self.session_timer,
         )
+        if session.state is State.TERMINATED:  # refused at once (e.g. 422 Min-SE)
+            self.ports.release(call_key)
+            return
         self.ua.watch_invite(server_tx, session)
         call = Call(
             id=call_key,

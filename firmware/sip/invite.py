@@ -23,8 +23,16 @@ from typing import Any, Protocol
 
 from firmware.sip.auth import DigestClient
 from firmware.sip.dialog import Dialog, DialogId, DialogState
+from firmware.sip.errors import SipParseError
 from firmware.sip.ids import IdSource, new_call_id, new_tag
 from firmware.sip.message import SipRequest, SipResponse, make_request, make_response
+from firmware.sip.session_timer import (
+    SessionTimer,
+    SessionTimerConfig,
+    UacSessionTimer,
+    UasDecision,
+    uas_negotiate,
+)
 from firmware.sip.transaction import ClientTransaction, ServerTransaction, Timers, build_cancel
 
 log = logging.getLogger(__name__)
@@ -190,6 +198,13 @@ class InviteSession:
         self._bye_tx: ClientTransaction | None = None
         self.end_cause: str | None = None
         self.dest: Hashable | None = None  # where the INVITE (and its CANCEL) goes
+        # RFC 4028 session timers: our negotiation state and the running clock.
+        self.timer_config: SessionTimerConfig | None = None
+        self._st_uac: UacSessionTimer | None = None
+        self._st_uas: UasDecision | None = None
+        self.session_timer: SessionTimer | None = None
+        self.refreshes = 0  # completed session refreshes, in either direction
+        self._glare_method = "INVITE"
 
     # ----- construction ------------------------------------------------------------------------
     @classmethod
@@ -210,11 +225,16 @@ class InviteSession:
         user_agent: str = "deskphone/0.1",
         late_offer: bool = False,
         dest: Hashable | None = None,
+        session_timer: SessionTimerConfig | None = None,
     ) -> InviteSession:
         """Place a call: send the INVITE with our offer (or none for a late-offer INVITE)."""
         session = cls(host, media, is_uac=True, contact=contact, user_agent=user_agent)
         session._digest = digest
         session.dest = dest
+        if session_timer is not None:
+            session.timer_config = session_timer
+            session._st_uac = UacSessionTimer(session_timer)
+            session.supported = "timer"
         ids = host.ids
         from_value = f"<{from_uri}>;tag={new_tag(ids)}"
         if display_name:
@@ -238,6 +258,8 @@ class InviteSession:
             session._offer_pending = True
             headers.append(("Content-Type", SDP))
         invite = make_request("INVITE", request_uri, headers=headers, body=body)
+        if session._st_uac is not None:
+            session._st_uac.apply(invite.headers)
         session._send_invite(invite, now)
         return session
 
@@ -252,8 +274,13 @@ class InviteSession:
         contact: str,
         now: float,
         user_agent: str = "deskphone/0.1",
+        session_timer: SessionTimerConfig | None = None,
     ) -> InviteSession:
-        """Take a new incoming INVITE: the phone rings (180) in an early dialog."""
+        """Take a new incoming INVITE: the phone rings (180) in an early dialog.
+
+        With session timers on, an interval below our Min-SE is refused right here with 422
+        (RFC 4028 section 8.1; THREATS T19) and the returned session is already terminated.
+        """
         session = cls(host, media, is_uac=False, contact=contact, user_agent=user_agent)
         session._server_tx = server_tx
         session._invite_request = request
@@ -262,6 +289,22 @@ class InviteSession:
         dialog = Dialog.from_uas(request, session._local_tag, contact)
         session.dialog = dialog
         host.bind_dialog(dialog.id, session)
+        if session_timer is not None:
+            session.timer_config = session_timer
+            session.supported = "timer"
+            try:
+                decision = uas_negotiate(request, session_timer)
+            except SipParseError as e:
+                session._respond_invite(400, e.reason, now)
+                session._terminate("rejected", 400, e.reason)
+                return session
+            if decision.rejected:
+                session._respond_invite(
+                    422, "Session Interval Too Small", now, headers=decision.response_headers
+                )
+                session._terminate("rejected", 422, "Session Interval Too Small")
+                return session
+            session._st_uas = decision
         session._respond_invite(180, "Ringing", now)
         return session
 
@@ -374,6 +417,19 @@ class InviteSession:
             if self._digest.authorize(retry, response):
                 self._send_invite(retry, now)
                 return
+        if (
+            status == 422
+            and self._st_uac is not None
+            and self.state is State.CALLING
+            and self._st_uac.handle_422(response)
+        ):
+            assert self.invite is not None
+            retry = _next_cseq(self.invite)
+            self._st_uac.apply(retry.headers)
+            if self._digest is not None:
+                self._digest.pre_authorize(retry)
+            self._send_invite(retry, now)
+            return
         if self.state is State.TERMINATED:
             return
         cause = "cancelled" if status == 487 and self._cancel_requested else "failed"
@@ -443,6 +499,8 @@ class InviteSession:
         if self._cancel_requested:
             self._send_bye(now, cause="cancelled")
             return
+        if self._st_uac is not None:
+            self.session_timer = self._st_uac.handle_2xx(response, now)
         self._emit(Answered())
 
     def _late_offer_answer_needed(self, response: SipResponse) -> bool:
@@ -512,7 +570,10 @@ class InviteSession:
                 self.reject(488, "Not Acceptable Here", now)
                 return False
             body = answer
-        self._ok = self._respond_invite(200, "OK", now, body=body)
+        st_headers = self._st_uas.response_headers if self._st_uas is not None else []
+        self._ok = self._respond_invite(200, "OK", now, body=body, headers=st_headers)
+        if self._st_uas is not None:
+            self.session_timer = self._st_uas.start(now, self._min_se())
         self._ok_tx = self._server_tx
         self._start_ok_retransmit(now)
         self.state = State.CONFIRMED
@@ -644,7 +705,22 @@ class InviteSession:
         else:
             body, offer_pending = b"", False  # UPDATE as a session refresh
         headers = [("Contact", self.contact), ("Allow", ALLOW)]
+        decision = self._refresh_terms(request)
+        if decision is not None and decision.rejected:
+            self._reply(
+                server_tx,
+                request,
+                422,
+                "Session Interval Too Small",
+                now,
+                decision.response_headers,
+            )
+            return
+        if decision is not None:
+            headers += decision.response_headers
         response = self._reply(server_tx, request, 200, "OK", now, headers, body=body)
+        if decision is not None and decision.interval is not None:
+            self._note_refresh(now, decision.interval, decision.we_refresh)
         if request.body:
             self._emit(RemoteModified())
         if is_invite:
@@ -695,6 +771,11 @@ class InviteSession:
                 ("User-Agent", self.user_agent),
             ],
         )
+        if self._st_uac is None and self.timer_config is not None:
+            self._st_uac = UacSessionTimer(self.timer_config)
+        if self._st_uac is not None and self.session_timer is not None:
+            self._st_uac.for_refresh(self.session_timer, we_are_uac_refresher=True)
+            self._st_uac.apply(request.headers)
         self._offer_pending = True
         self._modify_request = request
         self._modify_tx = self.host.send_request(request, self, now)
@@ -713,6 +794,13 @@ class InviteSession:
             self.dialog.update_from_response(response)
             self._offer_pending = False
             ok = bool(response.body) and self.media.take_answer(response.body)
+            if self._st_uac is not None and self.session_timer is not None:
+                agreed = self._st_uac.handle_2xx(response, now)
+                self._note_refresh(
+                    now,
+                    agreed.interval if agreed is not None else self.session_timer.interval,
+                    agreed.we_refresh if agreed is not None else True,
+                )
             self._emit(ModifyResult(ok, status, response.reason))
             return
         self._offer_pending = False
@@ -759,8 +847,9 @@ class InviteSession:
 
     # ----- timers ------------------------------------------------------------------------------
     def get_timer(self) -> float | None:
+        st = self.session_timer.get_timer() if self.session_timer is not None else None
         deadlines = [
-            t for t in (self._ok_next, self._ok_give_up, self._glare_retry_at) if t is not None
+            t for t in (self._ok_next, self._ok_give_up, self._glare_retry_at, st) if t is not None
         ]
         return min(deadlines) if deadlines else None
 
@@ -780,7 +869,40 @@ class InviteSession:
             self._ok_next = now + self._ok_interval
         if self._glare_retry_at is not None and now >= self._glare_retry_at:
             self._glare_retry_at = None
-            self.modify(now, method=getattr(self, "_glare_method", "INVITE"))
+            self.modify(now, method=self._glare_method)
+        if self.session_timer is not None and self.state is State.CONFIRMED:
+            deadline = self.session_timer.get_timer()
+            if deadline is not None and now >= deadline:
+                action = self.session_timer.handle_timer(now)
+                if action == "refresh" and not self.modify(now):
+                    # Busy with another offer: that exchange refreshes the session too.
+                    log.debug("session refresh deferred: an offer is in progress")
+                elif action == "expire":
+                    self._send_bye(
+                        now,
+                        cause="session_expired",
+                        extra=[("Reason", 'SIP;cause=408;text="Session timer expired"')],
+                    )
+
+    # ----- session timer helpers ---------------------------------------------------------------
+    def _min_se(self) -> int:
+        return self.timer_config.min_se if self.timer_config is not None else 90
+
+    def _refresh_terms(self, request: SipRequest) -> UasDecision | None:
+        """RFC 4028 9 for a refresh the peer sends (re-INVITE/UPDATE in the dialog)."""
+        if self.timer_config is None:
+            return None
+        try:
+            return uas_negotiate(request, self.timer_config)
+        except SipParseError:
+            return None
+
+    def _note_refresh(self, now: float, interval: int, we_refresh: bool) -> None:
+        self.refreshes += 1
+        if self.session_timer is None:
+            self.session_timer = SessionTimer(interval, we_refresh, now, self._min_se())
+        else:
+            self.session_timer.refreshed(now, interval, we_refresh)
 
     # ----- status ------------------------------------------------------------------------------
     def dialog_id(self) -> DialogId | None:

@@ -307,3 +307,70 @@ def test_no_common_codec_gets_488_without_ringing() -> None:
     assert [r.status for r in responses(a, "INVITE")] == [488]
     assert a.calls.get(call.id).end_status == 488
     assert b.calls.active_calls() == []
+
+
+def timer_phones(a_se: int = 90) -> Net:
+    from firmware.sip.session_timer import SessionTimerConfig
+
+    a = make_phone("a", "192.0.2.1", [PCMU])
+    b = make_phone("b", "192.0.2.2", [PCMU])
+    a.calls.session_timer = SessionTimerConfig(session_expires=a_se)
+    b.calls.session_timer = SessionTimerConfig(session_expires=1800)
+    return Net(a, b)
+
+
+def test_session_timer_refresh_and_expiry() -> None:
+    """RFC 4028: the refresher re-INVITEs at N/2; without refreshes the other side BYEs."""
+    net = timer_phones()
+    a_id, b_id = connect(net)
+    invite = requests(net.b, "INVITE")[0]
+    assert invite.headers.get("Session-Expires") == "90"
+    assert "timer" in (invite.headers.get("Supported") or "")
+    ok = responses(net.a, "INVITE")[-1]
+    assert ok.headers.get("Session-Expires") == "90;refresher=uac"
+    assert ok.headers.get("Require") == "timer"
+
+    net.advance(44.0)
+    assert len(requests(net.b, "INVITE")) == 1
+    net.advance(2.0)  # N/2 = 45 s: the caller refreshes with an unchanged session
+    refresh = requests(net.b, "INVITE")[-1]
+    assert len(requests(net.b, "INVITE")) == 2
+    assert refresh.headers.get("Session-Expires") == "90;refresher=uac"
+    first = SessionDescription.parse(invite.body)
+    assert SessionDescription.parse(refresh.body).origin.version == first.origin.version
+    assert net.a.calls.get(a_id).session.refreshes == 1
+    assert net.b.calls.get(b_id).session.refreshes == 1
+
+    # Now the refresher goes silent: the callee ends the call min(32, N/3) = 30 s before
+    # the interval runs out (90 - 30 = 60 s after the last refresh).
+    for _ in range(10):
+        net.drop.append("INVITE sip:")
+    net.advance(58.0)  # refresh was at 45 s: the callee gives up at 45 + 60 = 105 s
+    assert net.b.calls.get(b_id).state == "connected"
+    net.advance(2.0)
+    bye = requests(net.a, "BYE")
+    assert len(bye) == 1 and "Session timer expired" in (bye[0].headers.get("Reason") or "")
+    assert net.b.calls.get(b_id).end_cause == "session_expired"
+
+
+def test_session_interval_below_min_se_gets_422() -> None:
+    """THREATS T19: Session-Expires 30 is refused with 422 Min-SE 90; the phone never rings."""
+    from firmware.sip.session_timer import SessionTimerConfig
+
+    a = make_phone("a", "192.0.2.1", [PCMU])
+    b = make_phone("b", "192.0.2.2", [PCMU])
+    b.calls.session_timer = SessionTimerConfig()
+    net = Net(a, b)
+    call = a.calls.dial("b", "line1", net.now)
+    # Rewrite a's INVITE on the wire to ask for 30 s, as a hostile or broken UAC would.
+    out = a.ua.drain()
+    raw = out[0].data.replace(
+        b"\r\nContent-Type:", b"\r\nSupported: timer\r\nSession-Expires: 30\r\nContent-Type:"
+    )
+    b.ua.receive(parse_message(raw), "a", reliable=False, now=net.now)
+    b.calls.process(net.now)
+    (resp,) = [parse_message(o.data) for o in b.ua.drain()]
+    assert isinstance(resp, SipResponse) and resp.status == 422
+    assert resp.headers.get("Min-SE") == "90"
+    assert b.calls.active_calls() == [] and b.calls.calls == {}
+    assert call.state == "calling"
