@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audio.codecs import get_codec
 from audio.jitter import JitterBuffer
@@ -522,3 +524,26 @@ def test_clock_skew_over_ten_minutes_is_absorbed_without_drift(name: str, ppm: i
     assert np.ptp(lag) < 4.0
     third = len(lag) // 3
     assert abs(lag[:third].mean() - lag[-third:].mean()) < 1.5
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    jitter_ms=st.integers(0, 60),
+    offsets=st.lists(st.floats(0, 1), min_size=150, max_size=150),
+    seq0=st.integers(0, 0xFFFF),
+    ts0=st.integers(0, 0xFFFFFFFF),
+)
+def test_jitter_within_the_minimum_delay_never_costs_a_frame(
+    jitter_ms: int, offsets: list[float], seq0: int, ts0: int
+) -> None:
+    """Whatever the order packets arrive in, if their jitter fits the delay, all play in order."""
+    delay = jitter_ms / 1000 + 2 * FRAME
+    jb, dec = make(min_delay=delay)
+    arrivals = sorted(
+        ((f, 0.030 + f * FRAME + o * jitter_ms / 1000) for f, o in enumerate(offsets)),
+        key=lambda a: a[1],
+    )
+    ticks = run(jb, arrivals, seq0=seq0, ts0=ts0)
+    assert played(ticks) == list(range(150))
+    st_ = jb.stats()
+    assert st_["late"] == st_["concealed"] == st_["resyncs"] == 0 and dec.conceal_calls == []

@@ -300,3 +300,28 @@ def test_latch_enabled_follows_the_first_source_once_until_the_sdp_changes() -> 
     assert latch.remote == ("203.0.113.9", 61000)
     latch.set_sdp_address(("10.0.0.6", 4002))
     assert latch.remote == ("10.0.0.6", 4002)
+
+
+@given(st.data())
+def test_any_arrival_order_with_duplicates_counts_every_packet_once(data: st.DataObject) -> None:
+    n = data.draw(st.integers(2, 100), label="packets")
+    first = data.draw(st.integers(0, 0xFFFF), label="first seq")  # any start: wraps often
+    order = data.draw(st.permutations(range(n)), label="order")
+    dups = data.draw(st.lists(st.integers(0, n - 1), max_size=10), label="duplicated")
+    arrivals = list(order)
+    for d in dups:
+        after = arrivals.index(d)
+        arrivals.insert(data.draw(st.integers(after + 1, len(arrivals))), d)
+    rx = RtpReceiverStats(8000, probation_packets=0)
+    highest = -1
+    reordered = 0
+    seen: set[int] = set()
+    for i in arrivals:
+        if i not in seen and i < highest:
+            reordered += 1
+        seen.add(i)
+        highest = max(highest, i)
+        rx.update(pkt(first + i, i * 160), i * 0.02)
+    assert (rx.received, rx.lost, rx.duplicates) == (n, 0, len(dups))
+    assert rx.reordered == reordered
+    assert rx.extended_max - rx.base_ext == n - 1
