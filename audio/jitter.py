@@ -179,7 +179,12 @@ class JitterBuffer:
     # -- input ---------------------------------------------------------------------------------
 
     def put(self, packet: RtpPacket, arrival: float) -> str:
-        """Queue a packet; returns "queued", "duplicate", "late" or "resync" (queued, restarted)."""
+        """Queue a packet; returns "queued", "duplicate", "late" or "resync" (queued, restarted).
+
+        Feed only the negotiated audio payload type: RFC 4733 events and RFC 3389 comfort
+        noise packets have their own timestamp semantics and go elsewhere. On "late" the
+        caller may tell its `RtpReceiverStats.note_late()` so RTCP/status count it.
+        """
         c = self.counters
         c["received"] += 1
         result = "queued"
@@ -263,7 +268,12 @@ class JitterBuffer:
 
     def get(self, now: float) -> tuple[np.ndarray | None, str]:
         """The next output frame: (pcm, kind) with kind "audio", "concealed", "comfort_noise",
-        or (None, "silence") before the first packet is due (play silence then)."""
+        or (None, "silence") before the first packet is due (play silence then).
+
+        Call once per frame and pass the frame's scheduled deadline (or the device clock's
+        frame time) as `now`, not the moment a late callback happened to run: the delay
+        estimate compares `now` with arrivals, so bursty callbacks would look like jitter.
+        """
         c = self.counters
         if not self._playing:
             if not self._order:
