@@ -379,7 +379,10 @@ class UserAgent:
 
     def _on_request(self, server_tx: Any, request: SipRequest, now: float) -> None:
         try:
-            error = validate_request(request, set(SUPPORTED))
+            # Unknown methods get 501 before any header check (RFC 4475 3.1.2.18).
+            error = validate_request(request, set(SUPPORTED), methods=set(self.handlers))
+            if error is not None and error.status == 501:
+                error.headers.set("Allow", self.allow())
         except SipParseError as e:
             error = make_response(request, e.status, e.reason)
         if error is not None:
