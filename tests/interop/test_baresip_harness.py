@@ -1,6 +1,8 @@
 """Proves the baresip test peer: two real baresips registered to the session Kamailio call each
-other and each records the other's tone; DTMF sent by one is reported by the other; the same
-over TLS with SDES-SRTP, where the RTP on the wire must not carry the plaintext payload.
+other and each records the other's tone (PCMU and G.722); DTMF sent by one is reported by the
+other; the same call over TLS with mandatory SDES-SRTP (RTP/SAVP offer with a=crypto, both sides
+report the AES_CM_128_HMAC_SHA1_80 suite). Checking the packets on the wire needs a capture and
+is left to the deskphone acceptance tests.
 """
 
 from __future__ import annotations
