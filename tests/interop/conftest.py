@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_tool
+from tests.interop.baresip import make_baresip  # noqa: F401  (fixture for every interop test)
 from tests.interop.certs import TestPKI, make_pki
 from tests.interop.kamailio import Kamailio
 from tests.interop.sipp import SippResult, run_sipp
