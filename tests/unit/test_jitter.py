@@ -533,10 +533,12 @@ def test_clock_skew_over_ten_minutes_is_absorbed_without_drift(name: str, ppm: i
     seq0=st.integers(0, 0xFFFF),
     ts0=st.integers(0, 0xFFFFFFFF),
 )
-def test_jitter_within_the_minimum_delay_never_costs_a_frame(
+def test_jitter_within_the_minimum_delay_never_makes_a_packet_late(
     jitter_ms: int, offsets: list[float], seq0: int, ts0: int
 ) -> None:
-    """Whatever the order packets arrive in, if their jitter fits the delay, all play in order."""
+    """Whatever the order packets arrive in, if their jitter fits the delay, none is late or
+    concealed; the only frames not played are ones dropped to give back excess delay (the
+    start can overshoot when the first packet happened to be the slowest)."""
     delay = jitter_ms / 1000 + 2 * FRAME
     jb, dec = make(min_delay=delay)
     arrivals = sorted(
@@ -544,6 +546,9 @@ def test_jitter_within_the_minimum_delay_never_costs_a_frame(
         key=lambda a: a[1],
     )
     ticks = run(jb, arrivals, seq0=seq0, ts0=ts0)
-    assert played(ticks) == list(range(150))
+    p = played(ticks)
     st_ = jb.stats()
+    assert p == sorted(p) and len(p) + st_["dropped"] == 150
+    # The start can be late by at most the jitter plus half a frame; each drop gives back one.
+    assert st_["dropped"] <= jitter_ms / 20 + 1
     assert st_["late"] == st_["concealed"] == st_["resyncs"] == 0 and dec.conceal_calls == []
