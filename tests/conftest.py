@@ -17,6 +17,13 @@ import shutil
 from collections.abc import Callable
 
 import pytest
+from hypothesis import settings
+
+# In CI, property tests explore a fixed, repeatable set of examples: a red CI run can then be
+# reproduced exactly, and a landing never depends on the luck of the draw. Locally they keep
+# exploring new random examples each run, which is how they find bugs.
+settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None)
+settings.register_profile("dev", print_blob=True)
 
 # Debian package that provides each peer binary, for the skip/fail message.
 TOOL_PACKAGES = {
@@ -67,3 +74,4 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         if name not in registered:
             config.addinivalue_line("markers", f"{name}: {description}")
+    settings.load_profile("ci" if in_ci() else "dev")
