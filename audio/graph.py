@@ -1,0 +1,272 @@
+"""The media graph: a call's audio is pulled from a Source and pushed into a Sink, frame by frame.
+
+Why a pull model: whoever owns the clock (the media session's absolute-deadline ticker, or a
+sound card) asks for exactly one frame when it is due, so nothing here keeps time or buffers
+for "later". Every source returns exactly `n` samples per `read(n)` (padding with silence when
+it runs dry), so the pacing code never has to special-case short reads.
+
+PCM is 1-D `numpy.int16`, mono, at the node's `rate` (docs/audio-api.md). The sound card
+nodes live in `audio/devices.py` (the only module here that talks to hardware); the WAV nodes
+below do plain file I/O through `wave`, which is cheap enough per 20 ms frame and is what the
+tests and the loopback demo use instead of a sound card.
+"""
+
+from __future__ import annotations
+
+import logging
+import wave
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from audio.pcm import INT16_MAX, Resampler, silence, to_int16
+
+log = logging.getLogger(__name__)
+
+
+class GraphError(ValueError):
+    """A node that cannot be built as asked (unreadable WAV, wrong format); says which file."""
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Produces audio on demand."""
+
+    rate: int
+
+    def read(self, n: int) -> np.ndarray:
+        """Exactly `n` samples at `rate` (silence-padded when there is nothing more)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Consumes audio as it is produced."""
+
+    rate: int
+
+    def write(self, pcm: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SilenceSource:
+    """Digital silence: the source of a call with no microphone (or a failed device)."""
+
+    def __init__(self, rate: int = 8000) -> None:
+        self.rate = rate
+
+    def read(self, n: int) -> np.ndarray:
+        return silence(n)
+
+    def close(self) -> None:
+        pass
+
+
+class ToneSource:
+    """A continuous sine, phase-continuous across reads (test signals, the latency click)."""
+
+    def __init__(self, frequency: float, rate: int = 8000, level_dbfs: float = -10.0) -> None:
+        self.rate = rate
+        self.frequency = frequency
+        self._amplitude = INT16_MAX * 10.0 ** (level_dbfs / 20.0)
+        self._step = 2.0 * np.pi * frequency / rate
+        self._phase = 0.0
+
+    def read(self, n: int) -> np.ndarray:
+        angles = self._phase + self._step * np.arange(n)
+        self._phase = float(np.mod(self._phase + self._step * n, 2.0 * np.pi))
+        return to_int16(np.sin(angles) * self._amplitude)
+
+    def close(self) -> None:
+        pass
+
+
+class BufferSource:
+    """Plays a PCM array once (or looped), then silence."""
+
+    def __init__(self, pcm: np.ndarray, rate: int, *, loop: bool = False) -> None:
+        self.rate = rate
+        self.pcm = np.asarray(pcm, dtype=np.int16)
+        self.loop = loop and len(self.pcm) > 0
+        self.position = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return not self.loop and self.position >= len(self.pcm)
+
+    def read(self, n: int) -> np.ndarray:
+        if self.loop:
+            idx = (self.position + np.arange(n)) % len(self.pcm)
+            self.position = (self.position + n) % len(self.pcm)
+            return self.pcm[idx]
+        chunk = self.pcm[self.position : self.position + n]
+        self.position += len(chunk)
+        if len(chunk) < n:
+            chunk = np.concatenate((chunk, silence(n - len(chunk))))
+        return chunk
+
+    def close(self) -> None:
+        pass
+
+
+class BufferSink:
+    """Collects everything written (tests, analysis)."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._chunks: list[np.ndarray] = []
+        self.samples = 0
+
+    def write(self, pcm: np.ndarray) -> None:
+        self._chunks.append(np.asarray(pcm, dtype=np.int16).copy())
+        self.samples += len(pcm)
+
+    @property
+    def pcm(self) -> np.ndarray:
+        return np.concatenate(self._chunks) if self._chunks else silence(0)
+
+    def close(self) -> None:
+        pass
+
+
+class NullSink:
+    """Discards audio (a call whose playback device failed still runs)."""
+
+    def __init__(self, rate: int = 8000) -> None:
+        self.rate = rate
+
+    def write(self, pcm: np.ndarray) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """A 16-bit mono WAV as (pcm, rate); GraphError naming the file and the problem."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2 or w.getnchannels() != 1:
+                raise GraphError(
+                    f"{path}: need 16-bit mono WAV, got {8 * w.getsampwidth()}-bit "
+                    f"{w.getnchannels()}-channel"
+                )
+            rate = w.getframerate()
+            data = w.readframes(w.getnframes())
+    except (OSError, EOFError, wave.Error) as e:
+        raise GraphError(f"{path}: cannot read WAV: {e}") from None
+    return np.frombuffer(data, dtype="<i2").astype(np.int16), rate
+
+
+def write_wav(path: str | Path, pcm: np.ndarray, rate: int) -> None:
+    """Write a whole 16-bit mono WAV (test fixtures, tools)."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
+
+
+class WavFileSource(BufferSource):
+    """A WAV file played into a call instead of the microphone (looped by default)."""
+
+    def __init__(self, path: str | Path, *, loop: bool = True) -> None:
+        pcm, rate = read_wav(path)
+        super().__init__(pcm, rate, loop=loop)
+        self.path = Path(path)
+
+
+class WavFileSink:
+    """Received audio written to a WAV file instead of a loudspeaker.
+
+    The header is rewritten on every `flush()`/`close()` (the `wave` module patches the
+    length fields), so a phone killed mid-call still leaves a readable file up to the last
+    flush; we flush about once a second.
+    """
+
+    FLUSH_SAMPLES_S = 1.0
+
+    def __init__(self, path: str | Path, rate: int = 16000) -> None:
+        self.rate = rate
+        self.path = Path(path)
+        try:
+            self._wav: wave.Wave_write | None = wave.open(str(path), "wb")
+        except OSError as e:
+            raise GraphError(f"{path}: cannot write WAV: {e}") from None
+        self._wav.setnchannels(1)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(rate)
+        self._unflushed = 0
+        self.samples = 0
+
+    def write(self, pcm: np.ndarray) -> None:
+        if self._wav is None:
+            return
+        self._wav.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
+        self.samples += len(pcm)
+        self._unflushed += len(pcm)
+        if self._unflushed >= self.rate * self.FLUSH_SAMPLES_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Make the file readable as it is now (patch the header lengths)."""
+        if self._wav is None:
+            return
+        self._wav._patchheader()  # type: ignore[attr-defined]  # stdlib, stable since 2.x
+        self._wav._file.flush()  # type: ignore[attr-defined]
+        self._unflushed = 0
+
+    def close(self) -> None:
+        if self._wav is not None:
+            self._wav.close()
+            self._wav = None
+
+
+class ResamplingSource:
+    """Adapts a source to another rate with a streaming resampler (no clicks between frames).
+
+    Reads `ceil` of what it needs from the inner source and keeps the remainder, so `read(n)`
+    always returns exactly `n` even when the ratio does not divide the frame size.
+    """
+
+    def __init__(self, inner: Source, rate: int) -> None:
+        self.inner = inner
+        self.rate = rate
+        self._resampler = Resampler(inner.rate, rate) if inner.rate != rate else None
+        self._pending = silence(0)
+
+    def read(self, n: int) -> np.ndarray:
+        if self._resampler is None:
+            return self.inner.read(n)
+        while len(self._pending) < n:
+            need = n - len(self._pending)
+            take = -(-need * self.inner.rate // self.rate)
+            out = self._resampler.process(self.inner.read(take))
+            self._pending = np.concatenate((self._pending, out))
+        pcm, self._pending = self._pending[:n], self._pending[n:]
+        return pcm
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class ResamplingSink:
+    """Adapts a sink to audio at another rate (`rate` is what callers write)."""
+
+    def __init__(self, inner: Sink, rate: int) -> None:
+        self.inner = inner
+        self.rate = rate
+        self._resampler = Resampler(rate, inner.rate) if inner.rate != rate else None
+
+    def write(self, pcm: np.ndarray) -> None:
+        if self._resampler is not None:
+            pcm = self._resampler.process(pcm)
+        if len(pcm):
+            self.inner.write(pcm)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -1,0 +1,682 @@
+"""Per-call RTP media on asyncio: `MediaSession` (one call's stream) and `MediaEngine` (all calls).
+
+The protocol work is sans-IO in audio/ (RTP numbering, RTCP, SRTP, jitter buffer, DTMF,
+codecs); this module only moves bytes and keeps time. One ticker per session wakes on
+absolute monotonic deadlines (`start + n * ptime`, never an accumulated `sleep(0.02)`, so
+the send rate cannot drift), and on every tick it
+
+  1. sends one frame: capture source -> resample to the codec rate -> encode -> RtpSender
+     -> SRTP protect -> sendto (or an RFC 4733 DTMF packet in the same SSRC/sequence space);
+  2. plays one frame: JitterBuffer.get(now) -> resample to the device rate -> playback sink;
+  3. sends RTCP when the RtcpSession's randomised ~5 s timer is due.
+
+Received datagrams are handled as they arrive (`loop.add_reader` on the sockets that
+firmware/runtime/ports.py bound for the call): SRTP unprotect (failures and replays are
+dropped and counted by reason), parse, telephone-event to the DtmfReceiver, audio to the
+JitterBuffer with its arrival time. Hold is the negotiated direction: nothing is sent when
+not sending, received media is ignored when not receiving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audio import sdes
+from audio.codecs import Codec, get_codec
+from audio.dtmf import DtmfError, DtmfPacket, DtmfReceiver, DtmfSender
+from audio.graph import (
+    NullSink,
+    ResamplingSink,
+    ResamplingSource,
+    SilenceSource,
+    Sink,
+    Source,
+    WavFileSink,
+    WavFileSource,
+)
+from audio.jitter import JitterBuffer
+from audio.pcm import silence
+from audio.rtcp import RtcpSession
+from audio.rtp import RtpError, RtpPacket, RtpReceiverStats, RtpSender
+from audio.srtp import SrtpError, SrtpTransform
+from audio.tones import ToneGenerator, dtmf_tone
+from firmware.runtime.ports import PortAllocator, RtpSockets
+from firmware.sip.ids import IdSource
+from firmware.sip.offer_answer import NegotiatedMedia
+
+log = logging.getLogger(__name__)
+
+MAX_CATCH_UP = 5  # frames: after a longer stall we skip media time instead of bursting
+DTMF_MS = 100  # duration of one digit (RFC 4733 2.5.1.2 suggests >= 40 ms; phones use ~100)
+DTMF_GAP_MS = 60  # audio between digits
+RECV_BUFFER = 4096
+
+DtmfCallback = Callable[[str, str], None]  # (call_id, digit)
+
+
+class MediaSession:
+    """One call's audio stream (see the module docstring). Create, `start()`, `update()` on
+    re-INVITEs, `stop()` at the end; `stats()` at any time."""
+
+    def __init__(
+        self,
+        call_id: str,
+        negotiated: NegotiatedMedia,
+        sockets: RtpSockets,
+        *,
+        source: Source,
+        sink: Sink,
+        ids: IdSource,
+        on_dtmf: DtmfCallback | None = None,
+        cname: str = "deskphone",
+        srtp_prefer: str = "auto",
+        jitter_min: float = 0.02,
+        jitter_max: float = 0.3,
+    ) -> None:
+        self.call_id = call_id
+        self.sockets = sockets
+        self.ids = ids
+        self.on_dtmf = on_dtmf
+        self.srtp_prefer = srtp_prefer
+        self.jitter_min = jitter_min
+        self.jitter_max = jitter_max
+        self._raw_source = source
+        self._raw_sink = sink
+        self.negotiated = negotiated
+        codec = get_codec(negotiated.send_codec.name)
+        self._sender = RtpSender(ids, negotiated.send_pt, codec.clock_rate)
+        self._rx = RtpReceiverStats(clock_rate=codec.clock_rate)
+        self._rtcp: RtcpSession | None = None
+        self._cname = cname
+        self._dtmf_rx = DtmfReceiver()
+        self._dtmf_queue: deque[DtmfPacket | None] = deque()
+        self._inband: deque[tuple[ToneGenerator | None, int]] = deque()
+        self.dtmf_received: list[str] = []
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "rtp_invalid",
+                "unknown_pt",
+                "ignored_not_receiving",
+                "send_errors",
+                "skipped_frames",
+                "rtcp_received",
+                "dtmf_sent",
+            ),
+            0,
+        )
+        self.srtp_dropped: dict[str, int] = {}
+        self._tx_srtp: SrtpTransform | None = None
+        self._rx_srtp: SrtpTransform | None = None
+        self._jb: JitterBuffer | None = None
+        self._jb_pt: int | None = None
+        self._jb_sink: ResamplingSink | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._readers = False
+        self.running = False
+        self.remote_bye: str | None = None
+        self._dtmf_start = 0
+        self._apply(negotiated, first=True)
+
+    # ----- configuration --------------------------------------------------------------------
+
+    def _apply(self, n: NegotiatedMedia, *, first: bool = False) -> None:
+        old = None if first else self.negotiated
+        self.negotiated = n
+        self.remote = (n.remote_address, n.remote_port)
+        self.remote_rtcp = (n.remote_rtcp_address, n.remote_rtcp_port)
+        if old is None or (old.send_codec, old.send_pt) != (n.send_codec, n.send_pt):
+            self.codec: Codec = get_codec(n.send_codec.name)
+            self._encoder = self.codec.encoder()
+            self._sender.payload_type = n.send_pt
+            self._sender.clock_rate = self.codec.clock_rate
+            self._source = ResamplingSource(self._raw_source, self.codec.sample_rate)
+        if old is None or old.ptime != n.ptime or old.send_codec != n.send_codec:
+            self.ptime = n.ptime or 20
+            self._frame_ts = self.codec.clock_rate * self.ptime // 1000
+            self._frame_pcm = self.codec.sample_rate * self.ptime // 1000
+            self._sink_frame = self._raw_sink.rate * self.ptime // 1000
+            self._dtmf_tx = DtmfSender(
+                n.telephone_events or frozenset(range(16)),
+                clock_rate=self.codec.clock_rate,
+                packet_interval=self._frame_ts,
+            )
+        elif old.telephone_events != n.telephone_events:
+            self._dtmf_tx.allowed = n.telephone_events
+        if self._jb_pt is not None and self._jb_pt not in n.recv_codecs:
+            self._jb = self._jb_pt = self._jb_sink = None
+        if old is None or old.crypto != n.crypto:
+            self._set_crypto(n)
+
+    def _set_crypto(self, n: NegotiatedMedia) -> None:
+        if n.crypto is None:
+            self._tx_srtp = self._rx_srtp = None
+            return
+        local = sdes.parse_crypto(n.crypto.local)
+        remote = sdes.parse_crypto(n.crypto.remote)
+        self._tx_srtp, self._rx_srtp = sdes.srtp_sessions(local, remote, prefer=self.srtp_prefer)
+        log.info("call %s: SRTP %s", self.call_id, n.crypto.suite)
+
+    def update(self, negotiated: NegotiatedMedia) -> None:
+        """A re-INVITE/UPDATE changed the stream: new address, codec, keys or direction."""
+        if negotiated == self.negotiated:
+            return
+        log.info(
+            "call %s: media update -> %s:%d %s %s",
+            self.call_id,
+            negotiated.remote_address,
+            negotiated.remote_port,
+            negotiated.send_codec.name,
+            negotiated.direction,
+        )
+        self._apply(negotiated)
+
+    # ----- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin sending and receiving (call from the running event loop)."""
+        if self.running:
+            return
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.sockets.claim()
+        self._rtcp = RtcpSession(
+            sender=self._sender,
+            receiver=self._rx,
+            cname=self._cname,
+            ids=self.ids,
+            now=loop.time(),
+        )
+        loop.add_reader(self.sockets.rtp.fileno(), self._on_readable, self.sockets.rtp, False)
+        loop.add_reader(self.sockets.rtcp.fileno(), self._on_readable, self.sockets.rtcp, True)
+        self._readers = True
+        self.running = True
+        self._task = loop.create_task(self._run(), name=f"media-{self.call_id}")
+
+    def stop(self, reason: str | None = None) -> None:
+        """Send the RTCP BYE, stop the ticker and let go of the sockets (idempotent)."""
+        if not self.running:
+            return
+        self.running = False
+        if self._rtcp is not None and self._loop is not None and self.negotiated.send_rtcp:
+            self._send_rtcp(self._rtcp.bye(self._loop.time(), reason))
+        for ev in self._dtmf_rx.flush():
+            self._report_dtmf(ev.digit)
+        if self._readers and self._loop is not None:
+            for sock in (self.sockets.rtp, self.sockets.rtcp):
+                with contextlib.suppress(ValueError, OSError):
+                    self._loop.remove_reader(sock.fileno())
+            self._readers = False
+        if self._task is not None:
+            self._task.cancel()
+        self.sockets.unclaim()
+
+    async def wait_stopped(self) -> None:
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # ----- DTMF -----------------------------------------------------------------------------
+
+    def send_dtmf(self, digits: str, duration_ms: int = DTMF_MS, gap_ms: int = DTMF_GAP_MS) -> None:
+        """Queue key presses: RFC 4733 events when the peer offered telephone-event, else
+        in-band Q.23 tones in the audio. DtmfError for keys the peer did not offer."""
+        gap = max(1, -(-gap_ms // self.ptime))
+        if self.negotiated.telephone_event_pt is None:
+            rate = self.codec.sample_rate
+            for key in digits:
+                tone = ToneGenerator(dtmf_tone(key), rate)
+                self._inband.append((tone, rate * duration_ms // 1000))
+                self._inband.append((None, rate * gap * self.ptime // 1000))
+            return
+        duration = self._dtmf_tx.duration_units(duration_ms)
+        planned: list[DtmfPacket | None] = []
+        for key in digits:
+            # timestamps are filled in when the first packet of the event goes out
+            planned += self._dtmf_tx.packets(key, 0, duration)
+            planned += [None] * gap
+        self._dtmf_queue.extend(planned)
+
+    @property
+    def dtmf_pending(self) -> int:
+        """Packets (RFC 4733) or samples (in-band) of queued DTMF not yet sent."""
+        return len(self._dtmf_queue) + sum(n for _, n in self._inband)
+
+    def _report_dtmf(self, digit: str | None) -> None:
+        if digit is None:
+            return
+        self.dtmf_received.append(digit)
+        log.info("call %s: DTMF %s received", self.call_id, digit)
+        if self.on_dtmf is not None:
+            try:
+                self.on_dtmf(self.call_id, digit)
+            except Exception:  # a listener's bug must not kill the receive path
+                log.exception("DTMF callback failed")
+
+    # ----- the ticker -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.ptime / 1000.0
+        start = loop.time()
+        n = 0
+        while self.running:
+            n += 1
+            deadline = start + n * period
+            delay = deadline - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = loop.time()
+            behind = int((now - deadline) / period)
+            if behind > MAX_CATCH_UP:
+                # A stall (CPU, GC): skip the lost media time rather than bursting it out.
+                self._sender.skip(self._frame_ts * behind)
+                self.counters["skipped_frames"] += behind
+                n += behind
+            try:
+                self._tick(now)
+            except Exception:
+                log.exception("call %s: media tick failed", self.call_id)
+            if self.ptime / 1000.0 != period:  # re-INVITE changed ptime: new time base
+                period = self.ptime / 1000.0
+                start, n = deadline, 0
+
+    def _tick(self, now: float) -> None:
+        n = self.negotiated
+        if n.sending:
+            self._send_frame()
+        else:
+            self._sender.skip(self._frame_ts)
+        self._play_frame(now, n.receiving)
+        if self._rtcp is not None and n.send_rtcp:
+            data = self._rtcp.handle_timer(now)
+            if data is not None:
+                self._send_rtcp(data)
+
+    def _send_frame(self) -> None:
+        if self._dtmf_queue:
+            pkt = self._dtmf_queue.popleft()
+            if pkt is not None:
+                self._source.read(self._frame_pcm)  # keep the capture moving
+                self._send_dtmf_packet(pkt)
+                return
+        pcm = self._source.read(self._frame_pcm)
+        if self._inband:
+            pcm = self._mix_inband(len(pcm))
+        self._send_rtp(self._sender.send(self._encoder.encode(pcm), self._frame_ts))
+
+    def _send_dtmf_packet(self, pkt: DtmfPacket) -> None:
+        te_pt = self.negotiated.telephone_event_pt
+        if te_pt is None:
+            return
+        if pkt.marker:  # first packet of an event: it starts at the current media time
+            self._dtmf_start = self._sender.timestamp
+            self.counters["dtmf_sent"] += 1
+        data = self._sender.send(
+            pkt.payload,
+            self._frame_ts,
+            pkt.marker,
+            payload_type=te_pt,
+            timestamp=self._dtmf_start,
+        )
+        self._send_rtp(data)
+
+    def _mix_inband(self, n: int) -> np.ndarray:
+        out = []
+        need = n
+        while need and self._inband:
+            tone, left = self._inband[0]
+            take = min(need, left)
+            out.append(tone.read(take) if tone is not None else silence(take))
+            need -= take
+            if take == left:
+                self._inband.popleft()
+            else:
+                self._inband[0] = (tone, left - take)
+        if need:
+            out.append(silence(need))
+        return np.concatenate(out)
+
+    def _play_frame(self, now: float, receiving: bool) -> None:
+        if not receiving or self._jb is None or self._jb_sink is None:
+            self._raw_sink.write(silence(self._sink_frame))
+            return
+        pcm, _kind = self._jb.get(now)
+        if pcm is None:
+            pcm = silence(self._jb.pcm_frame)
+        self._jb_sink.write(pcm)
+
+    # ----- sending --------------------------------------------------------------------------
+
+    def _send_rtp(self, data: bytes) -> None:
+        if self._tx_srtp is not None:
+            try:
+                data = self._tx_srtp.protect(data)
+            except SrtpError as e:
+                log.error("call %s: SRTP protect failed: %s", self.call_id, e)
+                self.counters["send_errors"] += 1
+                return
+        self._sendto(self.sockets.rtp, data, self.remote)
+
+    def _send_rtcp(self, data: bytes) -> None:
+        if self._tx_srtp is not None:
+            try:
+                data = self._tx_srtp.protect_rtcp(data)
+            except SrtpError as e:
+                log.error("call %s: SRTCP protect failed: %s", self.call_id, e)
+                return
+        self._sendto(self.sockets.rtcp, data, self.remote_rtcp)
+
+    def _sendto(self, sock: socket.socket, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            sock.sendto(data, addr)
+        except OSError as e:  # full buffer, ICMP error, unreachable: count, keep going
+            self.counters["send_errors"] += 1
+            log.debug("call %s: sendto %s failed: %s", self.call_id, addr, e)
+
+    # ----- receiving ------------------------------------------------------------------------
+
+    def _on_readable(self, sock: socket.socket, is_rtcp: bool) -> None:
+        assert self._loop is not None
+        for _ in range(64):  # bounded, so one flood cannot starve the ticker
+            try:
+                data, addr = sock.recvfrom(RECV_BUFFER)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.debug("call %s: recvfrom failed: %s", self.call_id, e)
+                return
+            now = self._loop.time()
+            if is_rtcp:
+                self.receive_rtcp(data, now)
+            else:
+                self.receive_rtp(data, now)
+
+    def receive_rtp(self, data: bytes, now: float) -> None:
+        """One RTP/SRTP datagram from the network."""
+        if self._rx_srtp is not None:
+            try:
+                data = self._rx_srtp.unprotect(data)
+            except SrtpError as e:
+                self.srtp_dropped[e.reason] = self.srtp_dropped.get(e.reason, 0) + 1
+                return
+        try:
+            pkt = RtpPacket.parse(data)
+        except RtpError:
+            self.counters["rtp_invalid"] += 1
+            return
+        n = self.negotiated
+        if not n.receiving:
+            self.counters["ignored_not_receiving"] += 1
+            return
+        te_pt = n.telephone_event_recv_pt or n.telephone_event_pt
+        if te_pt is not None and pkt.payload_type == te_pt:
+            self._rx.update(pkt, now, for_jitter=False)
+            for ev in self._dtmf_rx.feed(pkt.payload, pkt.timestamp):
+                self._report_dtmf(ev.digit)
+            return
+        spec = n.recv_codecs.get(pkt.payload_type)
+        if spec is None:
+            self.counters["unknown_pt"] += 1
+            return
+        self._rx.update(pkt, now)
+        if self._jb is None or pkt.payload_type != self._jb_pt:
+            try:
+                codec = get_codec(spec.name)
+            except KeyError:
+                self.counters["unknown_pt"] += 1
+                return
+            self._jb = JitterBuffer.for_codec(codec, self.ptime, self.jitter_min, self.jitter_max)
+            self._jb_pt = pkt.payload_type
+            self._jb_sink = ResamplingSink(self._raw_sink, codec.sample_rate)
+        if self._jb.put(pkt, now) == "late":
+            self._rx.note_late()
+
+    def receive_rtcp(self, data: bytes, now: float) -> None:
+        """One RTCP/SRTCP datagram from the network."""
+        if self._rx_srtp is not None:
+            try:
+                data = self._rx_srtp.unprotect_rtcp(data)
+            except SrtpError as e:
+                key = "rtcp_" + e.reason
+                self.srtp_dropped[key] = self.srtp_dropped.get(key, 0) + 1
+                return
+        if self._rtcp is None:
+            return
+        self.counters["rtcp_received"] += 1
+        self._rtcp.receive(data, now)
+        if self._rtcp.remote_bye is not None:
+            self.remote_bye = self._rtcp.remote_bye
+
+    # ----- reporting ------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Per-call media statistics (the `media` object of a call in /api/status)."""
+        out: dict[str, Any] = {
+            "codec": self.negotiated.send_codec.name,
+            "ptime": self.ptime,
+            "direction": self.negotiated.direction,
+            "remote": f"{self.remote[0]}:{self.remote[1]}",
+            "local": f"{self.sockets.address}:{self.sockets.port}",
+            "srtp": self.negotiated.crypto is not None,
+            "srtp_suite": self.negotiated.crypto.suite if self.negotiated.crypto else None,
+        }
+        if self._rtcp is not None:
+            out.update(self._rtcp.stats())
+        else:
+            out.update(packets_sent=0, bytes_sent=0, packets_received=0, bytes_received=0)
+            out.update(packets_lost=0, jitter_ms=0.0, rtt_ms=None)
+        out["lost"] = out.get("packets_lost", 0)
+        out["srtp_dropped"] = dict(self.srtp_dropped)
+        out["dtmf_received"] = "".join(self.dtmf_received)
+        out["remote_bye"] = self.remote_bye
+        out.update(self.counters)
+        if self._jb is not None:
+            out["jitter_buffer"] = self._jb.stats()
+        return out
+
+
+class AudioEndpoints:
+    """Where calls get their audio: WAV files (tests, the demo) or sound cards by name.
+
+    Devices are opened per call (the microphone is free between calls); the WAV sink is one
+    file for the phone's lifetime, like one loudspeaker, so consecutive calls append to it.
+    """
+
+    def __init__(
+        self,
+        *,
+        capture_device: str = "default",
+        playback_device: str = "default",
+        capture_file: Path | None = None,
+        playback_file: Path | None = None,
+        file_rate: int = 16000,
+        loop_capture_file: bool = True,
+    ) -> None:
+        self.capture_device = capture_device
+        self.playback_device = playback_device
+        self.capture_file = capture_file
+        self.playback_file = playback_file
+        self.file_rate = file_rate
+        self.loop_capture_file = loop_capture_file
+        self._system: Any = None
+        self._file_sink: WavFileSink | None = None
+        self.errors: list[str] = []
+
+    def _audio_system(self) -> Any:
+        if self._system is None:
+            from audio.devices import AudioSystem
+
+            self._system = AudioSystem()
+        return self._system
+
+    def open_source(self) -> tuple[Source, bool]:
+        """(source, owned): owned sources are closed with their session."""
+        from audio.devices import DeviceError
+
+        try:
+            if self.capture_file is not None:
+                return WavFileSource(self.capture_file, loop=self.loop_capture_file), True
+            return self._audio_system().open_capture(self.capture_device), True
+        except (DeviceError, ValueError, OSError) as e:
+            self._failed(f"capture: {e}")
+            return SilenceSource(8000), True
+
+    def open_sink(self) -> tuple[Sink, bool]:
+        from audio.devices import DeviceError
+
+        try:
+            if self.playback_file is not None:
+                if self._file_sink is None:
+                    self._file_sink = WavFileSink(self.playback_file, self.file_rate)
+                return self._file_sink, False
+            return self._audio_system().open_playback(self.playback_device), True
+        except (DeviceError, ValueError, OSError) as e:
+            self._failed(f"playback: {e}")
+            return NullSink(8000), True
+
+    def _failed(self, message: str) -> None:
+        log.error("audio device unusable, the call continues without it: %s", message)
+        self.errors.append(message)
+
+    def close(self) -> None:
+        if self._file_sink is not None:
+            self._file_sink.close()
+            self._file_sink = None
+        if self._system is not None:
+            self._system.close()
+            self._system = None
+
+
+class MediaEngine:
+    """All media sessions of a phone, keyed by call id; follows the call layer's MediaChanges.
+
+    The runtime wires it as: `ports` -> CallManager(ports=...), `fresh_crypto` ->
+    CallManager(fresh_crypto=...), and every `MediaChange` from `CallManager.media_changes()`
+    -> `apply()`. Final stats of ended calls stay readable through `stats()`.
+    """
+
+    def __init__(
+        self,
+        ports: PortAllocator,
+        ids: IdSource,
+        audio: AudioEndpoints | None = None,
+        *,
+        on_dtmf: DtmfCallback | None = None,
+        cname: str = "deskphone",
+        srtp_prefer: str = "auto",
+        random_bytes: Callable[[int], bytes] | None = None,
+    ) -> None:
+        self.ports = ports
+        self.ids = ids
+        self.audio = audio or AudioEndpoints()
+        self.on_dtmf = on_dtmf
+        self.cname = cname
+        self.srtp_prefer = srtp_prefer
+        self.sessions: dict[str, MediaSession] = {}
+        self._owned: dict[str, list[Source | Sink]] = {}
+        self._final: dict[str, dict[str, Any]] = {}
+        self._stopping: list[MediaSession] = []
+        self._keys = sdes.SdesKeys(random_bytes) if random_bytes else sdes.SdesKeys()
+
+    @classmethod
+    def from_config(cls, config: Any, ids: IdSource) -> MediaEngine:
+        """Engine for a PhoneConfig: its [audio] devices or WAV files and RTP port range."""
+        a = config.audio
+        audio = AudioEndpoints(
+            capture_device=a.capture_device,
+            playback_device=a.playback_device,
+            capture_file=a.capture_file,
+            playback_file=a.playback_file,
+        )
+        cname = f"{config.device.name}@deskphone".replace(" ", "_")
+        return cls(PortAllocator(a.rtp_port_min, a.rtp_port_max), ids, audio, cname=cname)
+
+    def fresh_crypto(self) -> list[str]:
+        """Our a=crypto values for a new offer/answer: fresh keys, one per supported suite."""
+        return [attr.format() for attr in sdes.make_offer(self._keys)]
+
+    def apply(self, change: Any) -> None:
+        """Follow one MediaChange(call_id, action, negotiated, local) from the call layer."""
+        call_id, action, negotiated = change.call_id, change.action, change.negotiated
+        session = self.sessions.get(call_id)
+        if action == "stop" or negotiated is None:
+            self._stop(call_id)
+            return
+        if session is not None:
+            session.update(negotiated)
+            return
+        if action not in ("start", "update"):
+            raise ValueError(f"unknown media action {action!r}")
+        try:
+            sockets = self.ports.sockets(call_id)
+        except KeyError:
+            log.error("call %s: media %s without allocated ports", call_id, action)
+            return
+        source, own_source = self.audio.open_source()
+        sink, own_sink = self.audio.open_sink()
+        session = MediaSession(
+            call_id,
+            negotiated,
+            sockets,
+            source=source,
+            sink=sink,
+            ids=self.ids,
+            on_dtmf=self._dtmf,
+            cname=self.cname,
+            srtp_prefer=self.srtp_prefer,
+        )
+        self.sessions[call_id] = session
+        self._owned[call_id] = [n for n, own in ((source, own_source), (sink, own_sink)) if own]
+        self._final.pop(call_id, None)
+        session.start()
+
+    def _dtmf(self, call_id: str, digit: str) -> None:
+        if self.on_dtmf is not None:
+            self.on_dtmf(call_id, digit)
+
+    def _stop(self, call_id: str) -> None:
+        session = self.sessions.pop(call_id, None)
+        if session is None:
+            return
+        session.stop()
+        self._final[call_id] = session.stats()
+        for node in self._owned.pop(call_id, []):
+            node.close()
+        self._stopping.append(session)
+
+    def send_dtmf(self, call_id: str, digits: str) -> None:
+        """Queue DTMF on a call's stream; KeyError for an unknown call, DtmfError for keys the
+        peer did not offer."""
+        session = self.sessions.get(call_id)
+        if session is None:
+            raise KeyError(f"no media session for call {call_id!r}")
+        session.send_dtmf(digits)
+
+    def stats(self, call_id: str) -> dict[str, Any] | None:
+        session = self.sessions.get(call_id)
+        if session is not None:
+            return session.stats()
+        return self._final.get(call_id)
+
+    async def close(self) -> None:
+        """Stop every session (RTCP BYE), close devices, files and sockets."""
+        for call_id in list(self.sessions):
+            self._stop(call_id)
+        for session in self._stopping:
+            await session.wait_stopped()
+        self._stopping.clear()
+        self.ports.close()
+        self.audio.close()
+
+
+__all__ = ["AudioEndpoints", "DtmfError", "MediaEngine", "MediaSession"]
