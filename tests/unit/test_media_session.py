@@ -387,3 +387,36 @@ def test_ports_exhausted_names_the_range() -> None:
     with pytest.raises(Exception, match="40100-40103"):
         ports.allocate("c", None)
     ports.close()
+
+
+async def test_send_clock_does_not_drift(ports: PortAllocator, tmp_path: Path) -> None:
+    """Packets leave on absolute deadlines: wake-up lateness does not add up over time."""
+    loop = asyncio.get_running_loop()
+    arrivals: list[float] = []
+
+    class Stamp(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            arrivals.append(loop.time())
+
+    transport, _ = await loop.create_datagram_endpoint(Stamp, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    ports.allocate("a", None)
+    a = MediaSession(
+        "a",
+        negotiated(port),
+        ports.sockets("a"),
+        source=WavFileSource(tone_wav(tmp_path / "t.wav")),
+        sink=BufferSink(8000),
+        ids=SeededIds("a"),
+    )
+    a.start()
+    try:
+        await until(lambda: len(arrivals) >= 101)
+    finally:
+        a.stop()
+        transport.close()
+    t = np.array(arrivals[:101])
+    offset = (t - t[0] - np.arange(101) * 0.020) * 1000.0  # ms off the ideal schedule
+    # 0.1 ms of lateness per packet, accumulated, would be 10 ms by the end
+    assert abs(np.median(offset[-20:]) - np.median(offset[:20])) < 2.0
+    assert a.stats()["tick_late_ms"]["p50"] < 1.0
