@@ -420,3 +420,51 @@ async def test_send_clock_does_not_drift(ports: PortAllocator, tmp_path: Path) -
     # 0.1 ms of lateness per packet, accumulated, would be 10 ms by the end
     assert abs(np.median(offset[-20:]) - np.median(offset[:20])) < 2.0
     assert a.stats()["tick_late_ms"]["p50"] < 1.0
+
+
+async def test_sdp_negotiated_srtp_g722_call_between_engines(tmp_path: Path) -> None:
+    """The NegotiatedMedia that offer/answer really produces (SDES keys both ways, G.722,
+    telephone-event) drives two engines: tone one way, DTMF the other."""
+    from firmware.sip.offer_answer import LocalMediaCaps, build_answer, build_offer, process_answer
+
+    wav = tone_wav(tmp_path / "tone.wav", rate=16000)
+    out = tmp_path / "heard.wav"
+    ea = MediaEngine(
+        PortAllocator(40000, 49999, bind_address="127.0.0.1"),
+        SeededIds("a"),
+        AudioEndpoints(capture_file=wav, playback_file=tmp_path / "a.wav"),
+    )
+    eb = MediaEngine(
+        PortAllocator(40000, 49999, bind_address="127.0.0.1"),
+        SeededIds("b"),
+        AudioEndpoints(capture_file=tmp_path / "missing.wav", playback_file=out),
+    )
+    digits: list[str] = []
+    ea.on_dtmf = lambda call, d: digits.append(d)
+    codecs = [CodecSpec("G722", 8000, 9), CodecSpec("PCMU", 8000, 0)]
+
+    def caps(engine: MediaEngine, call: str) -> LocalMediaCaps:
+        addr, port = engine.ports.allocate(call, ("127.0.0.1", 5061))
+        return LocalMediaCaps(addr, port, codecs, srtp="mandatory", crypto=engine.fresh_crypto())
+
+    offer = build_offer(caps(ea, "x"), 1, session_id=1)
+    answer, nb = build_answer(offer, caps(eb, "y"), session_version=1, session_id=2)
+    na = process_answer(offer, answer)
+    assert na is not None and nb is not None
+    assert na.crypto is not None and na.send_codec.name == "G722"
+    ea.apply(MediaChange("x", "start", na, None))
+    eb.apply(MediaChange("y", "start", nb, None))
+    assert eb.audio.errors and "missing.wav" in eb.audio.errors[0]  # silence instead
+    await until(lambda: (eb.stats("y") or {}).get("packets_received", 0) >= 40)
+    eb.send_dtmf("y", "#7")
+    await until(lambda: digits == ["#", "7"])
+    sa, sb = ea.stats("x"), eb.stats("y")
+    assert sa is not None and sb is not None
+    assert sa["srtp"] and sb["srtp"] and sa["srtp_dropped"] == sb["srtp_dropped"] == {}
+    assert sa["dtmf_received"] == "#7"
+    for e, call in ((ea, "x"), (eb, "y")):
+        e.apply(MediaChange(call, "stop", None, None))
+        e.ports.release(call)
+        await e.close()
+    pcm, rate = heard(out)
+    assert abs(dominant_frequency(pcm[-rate // 2 :], rate) - 1000.0) < 5.0
