@@ -59,7 +59,8 @@ log = logging.getLogger(__name__)
 # asyncio wakes up to ~1 ms late (epoll timeouts are whole milliseconds, rounded up), which
 # alone would put the RTP send jitter near 1 ms. So the ticker sleeps on the loop until
 # FINE_WAIT before the deadline and then blocks in a high-resolution nanosleep for the rest:
-# at most FINE_WAIT of loop time per frame, and no CPU burnt spinning.
+# at most FINE_WAIT of loop time per frame, and no CPU burnt spinning. Only sessions that
+# send do this (a held call's ticker would only delay the active one's).
 FINE_WAIT = 0.0015
 MAX_CATCH_UP = 5  # frames: after a longer stall we skip media time instead of bursting
 DTMF_MS = 100  # duration of one digit (RFC 4733 2.5.1.2 suggests >= 40 ms; phones use ~100)
@@ -279,12 +280,13 @@ class MediaSession:
         while self.running:
             n += 1
             deadline = start + n * period
-            delay = deadline - loop.time() - FINE_WAIT
+            fine = FINE_WAIT if self.negotiated.sending else 0.0  # held calls need no precision
+            delay = deadline - loop.time() - fine
             if delay > 0:
                 await asyncio.sleep(delay)
             rest = deadline - loop.time()
-            if rest > 0:
-                time.sleep(rest)  # < FINE_WAIT: see FINE_WAIT
+            if fine and rest > 0:
+                time.sleep(min(rest, fine))  # see FINE_WAIT
             now = loop.time()
             self._lateness.append(now - deadline)
             behind = int((now - deadline) / period)
