@@ -99,6 +99,8 @@ class Call:
             "end_reason": self.end_reason,
             "end_cause": self.end_cause,
             "dtmf_received": "".join(self.dtmf_received),
+            "local_rtp": f"{self.local_rtp[0]}:{self.local_rtp[1]}" if self.local_rtp else None,
+            "refreshes": self.session.refreshes,
         }
 
 

@@ -15,19 +15,21 @@ import socket
 import time
 from typing import Any
 
+from firmware.call.manager import AccountInfo, CallManager
 from firmware.provisioning.config import AccountConfig, PhoneConfig
 from firmware.runtime.addresses import Address, resolve_target
-from firmware.runtime.api import ApiServer
+from firmware.runtime.api import ActionError, ApiServer
 from firmware.runtime.state import DeviceState
 from firmware.runtime.transports import Flow, TlsConfig, TransportError, TransportManager
 from firmware.sip.auth import DigestClient, DigestCredentials
 from firmware.sip.errors import SipParseError
 from firmware.sip.ids import IdSource, SecureIds
-from firmware.sip.message import SipRequest, SipResponse
+from firmware.sip.message import SipRequest, SipResponse, make_response
+from firmware.sip.offer_answer import CodecSpec
 from firmware.sip.registration import Registration
 from firmware.sip.transaction import Timers
 from firmware.sip.ua import LocalEndpoint, UserAgent
-from firmware.sip.uri import SipURI
+from firmware.sip.uri import URI, SipURI
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,158 @@ class Phone:
         self._accounts: dict[str, AccountConfig] = {}
         self._keepalive_flows: set[Flow] = set()
         self.started_at = time.time()
+        self.ua.network = self
+        self.media = self._make_media()
+        self.calls = CallManager(
+            self.ua,
+            ports=self.media.ports,
+            codecs=_codec_specs(config.audio.codecs),
+            accounts=self._account_info,
+            srtp=config.audio.srtp,
+            fresh_crypto=self.media.fresh_crypto,
+            user_agent=config.sip.user_agent,
+            telephone_event=CodecSpec("telephone-event", 8000, 101, fmtp="0-16")
+            if config.audio.telephone_event
+            else None,
+            srtp_without_tls=config.audio.srtp_without_tls,
+        )
+        self.media.on_dtmf = self._on_dtmf
+
+    def _on_dtmf(self, call_id: str, digit: str) -> None:
+        """A digit the far end sent (RFC 4733), for status and (later) the UI."""
+        call = self.calls.calls.get(call_id)
+        if call is not None:
+            call.dtmf_received.append(digit)
+            log.info("call %s: DTMF %s received", call_id, digit)
+
+    def _make_media(self) -> Any:
+        """The media engine (RTP sockets, codecs, devices) for this config."""
+        from firmware.runtime.media import MediaEngine
+
+        return MediaEngine.from_config(self.config, self.ids)
+
+    # ----- routing for the core (firmware.sip.ua.Network) ------------------------------------
+    def route(self, uri: URI) -> Any:
+        """Next-hop address for a URI (numeric hosts; names resolve at send time)."""
+        return resolve_target(uri)
+
+    def endpoint_for(self, dest: Any) -> LocalEndpoint:
+        """How we appear towards ``dest`` (an Address we send to, or a Flow a request came on)."""
+        user = self.config.accounts[0].user if self.config.accounts else "deskphone"
+        if isinstance(dest, Flow):
+            local = dest.local
+            if dest.is_stream and not self.transports.has_listener(dest.transport):
+                pass  # our own outbound connection: its local address is where we are
+            elif local.host in ("0.0.0.0", "::"):
+                local = Address(
+                    local.transport, self.transports.outbound_ip(dest.remote.host), local.port
+                )
+            return _endpoint_at(local, user, dest.is_stream)
+        for account_id, account_dest in self._account_dest.items():
+            binding = self.ua.accounts.get(account_id)
+            if account_dest == dest and binding is not None and binding.endpoint is not None:
+                return binding.endpoint
+        account = self.config.accounts[0] if self.config.accounts else None
+        if account is not None and self.transports.has_listener(dest.transport):
+            return self._endpoint(dest, account)
+        family = socket.AF_INET6 if dest.ip_version == 6 else socket.AF_INET
+        local = self.transports.local_address("udp", family)
+        return _endpoint_at(local, user, dest.is_stream)
+
+    def _account_info(self, account_id: str) -> AccountInfo:
+        if not account_id and not self._accounts:
+            return self._direct_account()
+        account = self._accounts.get(account_id)
+        binding = self.ua.accounts.get(account_id)
+        if account is None or binding is None:
+            raise ActionError(404, f"no enabled account {account_id!r}")
+        if binding.endpoint is None:
+            raise ActionError(409, f"account {account_id} has no connection to its registrar yet")
+        dest = self._account_dest[account_id]
+        return AccountInfo(
+            aor=str(account.aor),
+            display_name=account.display_name,
+            domain=account.domain,
+            contact=f"<{binding.endpoint.contact}>",
+            dest=dest,
+            digest=binding.registration.digest,
+            secure=dest.transport == "tls" or account.registrar.scheme == "sips",
+        )
+
+    def _direct_account(self) -> AccountInfo:
+        """No account configured: peer-to-peer calls to full SIP URIs (the demo, labs)."""
+        family = socket.AF_INET
+        local = self.transports.local_address("udp", family)
+        host = local.host if local.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        local = Address("udp", host, local.port)
+        endpoint = _endpoint_at(local, "deskphone", False)
+        return AccountInfo(
+            aor=f"sip:deskphone@{local.host_for_uri}",
+            display_name=self.config.device.name,
+            domain=local.host_for_uri,
+            contact=f"<{endpoint.contact}>",
+            dest=None,
+            digest=None,
+            secure=False,
+        )
+
+    # ----- actions (the action API) ----------------------------------------------------------
+    def dial(self, number: str, account: str | None) -> dict[str, Any]:
+        account_id = account or (self.config.accounts[0].id if self.config.accounts else "")
+        now = time.monotonic()
+        try:
+            call = self.calls.dial(number, account_id, now)
+        except RuntimeError as e:
+            raise ActionError(409, str(e)) from None
+        self._after_calls()
+        return call.status(now)
+
+    def call_action(self, call_id: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        now = time.monotonic()
+        try:
+            call = self.calls.get(call_id)
+        except KeyError:
+            raise ActionError(404, f"no call {call_id!r}") from None
+        if call.state == "ended":
+            raise ActionError(409, f"call {call_id} has ended")
+        if action == "answer":
+            if call.direction != "incoming" or call.state != "ringing":
+                raise ActionError(409, f"call {call_id} is not ringing")
+            self.calls.answer(call_id, now)
+        elif action == "reject":
+            self.calls.reject(
+                call_id, now, int(body.get("status", 486)), str(body.get("reason", "Busy Here"))
+            )
+        elif action == "hangup":
+            self.calls.hangup(call_id, now)
+        elif action == "hold":
+            if not self.calls.hold(call_id, now):
+                raise ActionError(409, f"call {call_id} cannot be held now ({call.state})")
+        elif action == "resume":
+            if not self.calls.resume(call_id, now):
+                raise ActionError(409, f"call {call_id} is not held")
+        elif action == "dtmf":
+            digits = body.get("digits")
+            if (
+                not isinstance(digits, str)
+                or not digits
+                or any(d not in "0123456789*#ABCDabcd" for d in digits)
+            ):
+                raise ActionError(400, 'body needs "digits": a string of 0-9, *, #, A-D')
+            if call.state != "connected":
+                raise ActionError(409, f"call {call_id} is not connected")
+            try:
+                self.media.send_dtmf(call_id, digits.upper())
+            except (KeyError, ValueError) as e:
+                raise ActionError(409, f"cannot send DTMF on call {call_id}: {e}") from None
+        self._after_calls()
+        return self.calls.get(call_id).status(now)
+
+    def _after_calls(self) -> None:
+        """Let the media engine follow the calls, then send what the core produced."""
+        for change in self.calls.media_changes():
+            self.media.apply(change)
+        self._pump()
 
     # ----- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -85,7 +239,11 @@ class Phone:
                 await self._add_account(account, instance, reg_id)
         if self.config.api.enabled and self.config.api.token:
             self.api = ApiServer(
-                self.config.api.host, self.config.api.port, self.config.api.token, self.status
+                self.config.api.host,
+                self.config.api.port,
+                self.config.api.token,
+                self.status,
+                actions=self,
             )
             await self.api.start()
         self._pump()
@@ -143,6 +301,9 @@ class Phone:
                 break
             except (TransportError, OSError) as e:
                 failures += 1
+                binding.registration.unreachable(
+                    time.monotonic(), f"cannot connect: {e}", permanent="certificate" in str(e)
+                )
                 wait = binding.registration.backoff(failures)
                 log.warning(
                     "%s: cannot connect to %s (%s); retrying in %.1f s", account_id, dest, e, wait
@@ -187,8 +348,12 @@ class Phone:
         )
 
     async def stop(self) -> None:
-        """Un-REGISTER (waiting a bounded time for the answers), then close everything."""
-        self.ua.stop(time.monotonic())
+        """Hang up, un-REGISTER (waiting a bounded time for the answers), then close everything."""
+        now = time.monotonic()
+        for call in self.calls.active_calls():
+            self.calls.hangup(call.id, now)
+        self._after_calls()
+        self.ua.stop(now)
         self._pump()
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while self.ua.busy() and time.monotonic() < deadline:
@@ -202,6 +367,7 @@ class Phone:
                 await task
         if self.api is not None:
             await self.api.stop()
+        await self.media.close()
         await self.transports.stop()
 
     # ----- the loop ------------------------------------------------------------------------
@@ -223,9 +389,10 @@ class Phone:
             if deadline is not None and deadline <= now:
                 try:
                     self.ua.handle_timer(now)
+                    self.calls.process(now)
                 except Exception:  # a core bug must not stop every future timer
                     log.exception("internal error while handling SIP timers")
-                self._pump()
+                self._after_calls()
 
     async def _sender(self) -> None:
         """Send in order; a TCP/TLS connect happens here, outside the core."""
@@ -261,14 +428,36 @@ class Phone:
 
     # ----- transport callbacks -------------------------------------------------------------
     def _on_message(self, message: SipRequest | SipResponse, flow: Flow, now: float) -> None:
+        now = time.monotonic()
         try:
-            self.ua.receive(message, flow, reliable=flow.is_stream, now=time.monotonic())
+            self.ua.receive(message, flow, reliable=flow.is_stream, now=now)
+            self.calls.process(now)
         except Exception:  # a core bug on one message must not take the phone down
             log.exception("internal error while handling a message from %s", flow)
-        self._pump()
+        self._after_calls()
 
     def _on_bad_message(self, error: SipParseError, raw: bytes, flow: Flow) -> None:
-        # Without a parseable Via/From/To/Call-ID/CSeq there is nothing to address a 400 to.
+        """Answer a request whose head parsed but whose framing did not with a stateless 400
+        (RFC 4475 clerr/ncl/mcl01); anything else cannot be addressed and is dropped."""
+        request = error.message
+        if isinstance(request, SipRequest) and request.method != "ACK":
+            try:
+                response = make_response(
+                    request,
+                    error.status,
+                    error.reason,
+                    to_tag=None if request.to.tag else self.ids.token(8),
+                )
+                self.transports.send_on_flow(flow, response.serialize())
+                log.info(
+                    "answered %d to a malformed request from %s: %s",
+                    error.status,
+                    flow,
+                    error.reason,
+                )
+                return
+            except (SipParseError, TransportError, OSError) as e:
+                log.debug("cannot answer the malformed request: %s", e)
         log.info("dropped unparseable message from %s: %s", flow, error.reason)
 
     def _on_flow_failed(self, flow: Flow) -> None:
@@ -307,8 +496,13 @@ class Phone:
                 "uptime": round(time.time() - self.started_at, 1),
             },
             "registrations": regs,
-            "calls": [],
+            "calls": [self._call_status(c) for c in self.calls.calls.values()],
         }
+
+    def _call_status(self, call: Any) -> dict[str, Any]:
+        item = call.status(time.monotonic())
+        item["media"] = self.media.stats(call.id)
+        return item
 
 
 async def run_phone(config: PhoneConfig) -> int:
@@ -325,3 +519,32 @@ async def run_phone(config: PhoneConfig) -> int:
     log.info("shutting down: un-registering")
     await phone.stop()
     return 0
+
+
+def _codec_specs(names: tuple[str, ...]) -> list[CodecSpec]:
+    """SDP codec entries for the configured codec names, in preference order."""
+    table = {
+        "PCMU": CodecSpec("PCMU", 8000, 0),
+        "PCMA": CodecSpec("PCMA", 8000, 8),
+        "G722": CodecSpec("G722", 8000, 9),
+        "opus": CodecSpec("opus", 48000, 111, channels=2, fmtp="useinbandfec=1"),
+    }
+    return [table[n] for n in names if n in table]
+
+
+def _endpoint_at(local: Address, user: str, reliable: bool) -> LocalEndpoint:
+    params: dict[str, str | None] = {}
+    if local.transport != "udp":
+        params["transport"] = local.transport
+    contact = SipURI(
+        scheme="sip",
+        user=user,
+        password=None,
+        host=local.host_for_uri,
+        port=local.port,
+        params=params,
+        headers={},
+    )
+    return LocalEndpoint(
+        via_transport=local.via_transport, sent_by=local.sent_by, contact=contact, reliable=reliable
+    )

@@ -201,6 +201,15 @@ class Registration:
             self._send("register")
         # retrying/failed: the backoff timer already decides when to try again.
 
+    def unreachable(self, now: float, reason: str, *, permanent: bool = False) -> None:
+        """The runtime could not even open a flow to the registrar (connect/TLS failure).
+
+        Shown in status like a 503 from the registrar; ``permanent`` (e.g. a certificate that
+        fails verification) makes the state "failed" rather than "retrying".
+        """
+        if self._active and self._in_flight is None:
+            self._fail(now, 503, reason, permanent=permanent)
+
     def take_requests(self) -> list[SipRequest]:
         """REGISTER requests to send now (without Via), oldest first."""
         out, self._outbox = self._outbox, []

@@ -32,6 +32,7 @@ from tests.conftest import require_tool
 from tests.interop.baresip import make_baresip  # noqa: F401  (fixture for every interop test)
 from tests.interop.certs import TestPKI, make_pki
 from tests.interop.kamailio import Kamailio
+from tests.interop.phone import PhoneProcess
 from tests.interop.sipp import SippResult, run_sipp
 
 _KAMAILIO_FIXTURES = ("kamailio", "kamailio_sha256")
@@ -104,3 +105,19 @@ def kamailio_sha256(make_kamailio: Callable[..., Kamailio]) -> Kamailio:
 def sipp(tmp_path: Path) -> Callable[..., SippResult]:
     binary = require_tool("sipp")
     return functools.partial(run_sipp, workdir=tmp_path, binary=binary)
+
+
+@pytest.fixture
+def phones(tmp_path: Path) -> Iterator[Callable[..., PhoneProcess]]:
+    started: list[PhoneProcess] = []
+
+    def make(accounts: list[dict[str, Any]], **kwargs: Any) -> PhoneProcess:
+        workdir = tmp_path / f"phone{len(started)}"
+        workdir.mkdir()
+        phone = PhoneProcess(workdir, accounts, **kwargs)
+        started.append(phone)
+        return phone.start()
+
+    yield make
+    for phone in started:
+        phone.kill()

@@ -51,6 +51,8 @@ class PhoneProcess:
         *,
         listen: list[str] | None = None,
         sip: dict[str, Any] | None = None,
+        audio: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.sip_port = free_port()
@@ -61,15 +63,17 @@ class PhoneProcess:
             "accounts": accounts,
             "sip": {"listen": self.listen, "retry_base": 1.0, **(sip or {})},
             "api": {"listen": f"127.0.0.1:{self.api_port}", "token": TOKEN},
+            "audio": audio or {},
             "logging": {"level": "debug"},
         }
         self.config_path = workdir / "phone.toml"
         self.config_path.write_bytes(tomli_w.dumps(doc).encode())
         self.log_path = workdir / "phone.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env = env or {}
 
     def start(self, timeout: float = 15.0) -> PhoneProcess:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **self.env)
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "firmware", "run", "--config", str(self.config_path)],
@@ -90,6 +94,47 @@ class PhoneProcess:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
+
+    def post(
+        self, path: str, body: dict[str, Any] | None = None, token: str | None = TOKEN
+    ) -> tuple[int, Any]:
+        data = json.dumps(body if body is not None else {}).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.api_port}{path}",
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def dial(self, number: str) -> dict[str, Any]:
+        code, body = self.post("/api/dial", {"number": number})
+        assert code == 201, body
+        return body  # type: ignore[no-any-return]
+
+    def call_action(self, call_id: str, action: str, **body: Any) -> dict[str, Any]:
+        code, reply = self.post(f"/api/calls/{call_id}/{action}", body)
+        assert code == 200, reply
+        return reply  # type: ignore[no-any-return]
+
+    def call(self, call_id: str) -> dict[str, Any]:
+        for call in self.status()["calls"]:
+            if call["id"] == call_id:
+                return call  # type: ignore[no-any-return]
+        raise KeyError(call_id)
+
+    def wait_call(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float, what: str
+    ) -> dict[str, Any]:
+        """Wait until some call in status satisfies ``predicate``; return that call."""
+        status = self.wait_for(lambda s: any(predicate(c) for c in s["calls"]), timeout, what)
+        return next(c for c in status["calls"] if predicate(c))  # type: ignore[no-any-return]
 
     def status(self) -> dict[str, Any]:
         code, body = self.request("/api/status")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +17,6 @@ import pytest
 
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess
-
-
-@pytest.fixture
-def phones(tmp_path: Path) -> Iterator[Callable[..., PhoneProcess]]:
-    started: list[PhoneProcess] = []
-
-    def make(accounts: list[dict[str, Any]], **kwargs: Any) -> PhoneProcess:
-        workdir = tmp_path / f"phone{len(started)}"
-        workdir.mkdir()
-        phone = PhoneProcess(workdir, accounts, **kwargs)
-        started.append(phone)
-        return phone.start()
-
-    yield make
-    for phone in started:
-        phone.kill()
 
 
 def account(kam: Kamailio, user: str, transport: str, **extra: Any) -> dict[str, Any]:
@@ -221,3 +205,27 @@ def test_two_accounts_and_stable_instance_across_restart(
         assert again.terminate() == 0
     finally:
         again.kill()
+
+
+def test_sips_registrar_uri_means_tls(
+    kamailio: Kamailio, phones: Callable[..., PhoneProcess], pki: Any
+) -> None:
+    host, port = kamailio.tls_addr
+    acc = account(kamailio, "1005", "tls", registrar=f"sips:{host}:{port}")
+    phone = phones([acc], sip={"tls_ca": str(pki.ca_cert)})
+    phone.wait_state("registered", 15)
+    assert "transport=tls" in contacts_of(kamailio, "1005")[0]["Address"]
+    assert phone.terminate() == 0
+
+
+def test_tls_with_an_untrusted_certificate_never_registers(
+    kamailio: Kamailio, phones: Callable[..., PhoneProcess], tmp_path: Path
+) -> None:
+    from tests.interop.certs import make_pki
+
+    other = make_pki(tmp_path / "other-pki")  # a CA that did not sign Kamailio's certificate
+    phone = phones([account(kamailio, "1006", "tls")], sip={"tls_ca": str(other.ca_cert)})
+    reg = phone.wait_state("failed", 15)
+    assert reg["last_status"] == 503
+    assert "certificate" in reg["last_reason"] and "rejected" in reg["last_reason"], reg
+    assert contacts_of(kamailio, "1006") == []
