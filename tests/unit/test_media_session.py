@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +101,7 @@ def tone_wav(path: Path, freq: float = 1000.0, rate: int = 8000, seconds: float 
 
 
 @pytest.fixture
-def ports() -> PortAllocator:
+def ports() -> Iterator[PortAllocator]:
     p = PortAllocator(40000, 49999, bind_address="127.0.0.1")
     yield p
     p.close()
@@ -468,3 +468,38 @@ async def test_sdp_negotiated_srtp_g722_call_between_engines(tmp_path: Path) -> 
         await e.close()
     pcm, rate = heard(out)
     assert abs(dominant_frequency(pcm[-rate // 2 :], rate) - 1000.0) < 5.0
+
+
+async def test_inband_dtmf_without_telephone_event(ports: PortAllocator, tmp_path: Path) -> None:
+    """A peer that did not offer telephone-event gets Q.23 tones in the audio instead."""
+    from audio.graph import BufferSource
+
+    relay, relay_port = await relay_to(0)
+    _, pb = ports.allocate("b", None)
+    ports.allocate("a", None)
+    a = MediaSession(
+        "a",
+        negotiated(relay_port, te=False),
+        ports.sockets("a"),
+        source=BufferSource(np.zeros(8000, dtype=np.int16), 8000),
+        sink=BufferSink(8000),
+        ids=SeededIds("a"),
+    )
+    relay.target = ("127.0.0.1", pb)
+    a.start()
+    try:
+        a.send_dtmf("1")
+        await until(lambda: not a.dtmf_pending)
+    finally:
+        a.stop()
+    rtp = [RtpPacket.parse(d) for d in relay.seen]
+    assert {p.payload_type for p in rtp} == {0}
+    dec = get_codec("PCMU").decoder()
+    pcm = np.concatenate([dec.decode(p.payload) for p in rtp])
+    loud = np.flatnonzero(np.abs(pcm) > 500)
+    assert 0.09 * 8000 < loud[-1] - loud[0] < 0.11 * 8000  # 100 ms of tone
+    spectrum = np.abs(np.fft.rfft(pcm[loud[0] : loud[-1]], 8000))
+    low = 600 + int(np.argmax(spectrum[600:1000]))  # the row group of the keypad
+    high = 1100 + int(np.argmax(spectrum[1100:1700]))  # the column group
+    assert abs(low - 697) <= 5 and abs(high - 1209) <= 5  # key "1"
+    assert min(spectrum[low], spectrum[high]) > 0.5 * spectrum.max()
