@@ -47,7 +47,7 @@ from audio.graph import (
 from audio.jitter import JitterBuffer
 from audio.pcm import silence
 from audio.rtcp import RtcpSession
-from audio.rtp import RtpError, RtpPacket, RtpReceiverStats, RtpSender
+from audio.rtp import RtpError, RtpPacket, RtpReceiverStats, RtpSender, SymmetricRtpLatch
 from audio.srtp import SrtpError, SrtpTransform
 from audio.tones import ToneGenerator, dtmf_tone
 from firmware.runtime.ports import PortAllocator, RtpSockets
@@ -88,6 +88,7 @@ class MediaSession:
         srtp_prefer: str = "auto",
         jitter_min: float = 0.02,
         jitter_max: float = 0.3,
+        latch: bool = False,
     ) -> None:
         self.call_id = call_id
         self.sockets = sockets
@@ -132,6 +133,8 @@ class MediaSession:
         self.running = False
         self.remote_bye: str | None = None
         self._dtmf_start = 0
+        sdp_remote = (negotiated.remote_address, negotiated.remote_port)
+        self._latch = SymmetricRtpLatch(sdp_remote, enabled=latch)
         self._lateness: deque[float] = deque(maxlen=1000)  # tick wake-up minus deadline, s
         self._apply(negotiated, first=True)
 
@@ -140,7 +143,8 @@ class MediaSession:
     def _apply(self, n: NegotiatedMedia, *, first: bool = False) -> None:
         old = None if first else self.negotiated
         self.negotiated = n
-        self.remote = (n.remote_address, n.remote_port)
+        if (n.remote_address, n.remote_port) != self._latch.sdp_address:
+            self._latch.set_sdp_address((n.remote_address, n.remote_port))
         self.remote_rtcp = (n.remote_rtcp_address, n.remote_rtcp_port)
         if old is None or (old.send_codec, old.send_pt) != (n.send_codec, n.send_pt):
             self.codec: Codec = get_codec(n.send_codec.name)
@@ -398,6 +402,11 @@ class MediaSession:
 
     # ----- receiving ------------------------------------------------------------------------
 
+    @property
+    def remote(self) -> tuple[str, int]:
+        """Where RTP goes: the SDP address, or the latched source (RFC 4961) if enabled."""
+        return self._latch.remote
+
     def _on_readable(self, sock: socket.socket, is_rtcp: bool) -> None:
         assert self._loop is not None
         for _ in range(64):  # bounded, so one flood cannot starve the ticker
@@ -412,10 +421,10 @@ class MediaSession:
             if is_rtcp:
                 self.receive_rtcp(data, now)
             else:
-                self.receive_rtp(data, now)
+                self.receive_rtp(data, now, addr)
 
-    def receive_rtp(self, data: bytes, now: float) -> None:
-        """One RTP/SRTP datagram from the network."""
+    def receive_rtp(self, data: bytes, now: float, source: Any = None) -> None:
+        """One RTP/SRTP datagram from the network (`source`: its address, for the latch)."""
         if self._rx_srtp is not None:
             try:
                 data = self._rx_srtp.unprotect(data)
@@ -427,6 +436,8 @@ class MediaSession:
         except RtpError:
             self.counters["rtp_invalid"] += 1
             return
+        if source is not None and self._latch.accept((source[0], source[1])):
+            log.info("call %s: RTP latched to %s:%d", self.call_id, source[0], source[1])
         n = self.negotiated
         if not n.receiving:
             self.counters["ignored_not_receiving"] += 1
@@ -596,8 +607,10 @@ class MediaEngine:
         cname: str = "deskphone",
         srtp_prefer: str = "auto",
         random_bytes: Callable[[int], bytes] | None = None,
+        latch: bool = False,
     ) -> None:
         self.ports = ports
+        self.latch = latch
         self.ids = ids
         self.audio = audio or AudioEndpoints()
         self.on_dtmf = on_dtmf
@@ -655,6 +668,7 @@ class MediaEngine:
             on_dtmf=self._dtmf,
             cname=self.cname,
             srtp_prefer=self.srtp_prefer,
+            latch=self.latch,
         )
         self.sessions[call_id] = session
         self._owned[call_id] = [n for n, own in ((source, own_source), (sink, own_sink)) if own]

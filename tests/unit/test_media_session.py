@@ -503,3 +503,38 @@ async def test_inband_dtmf_without_telephone_event(ports: PortAllocator, tmp_pat
     high = 1100 + int(np.argmax(spectrum[1100:1700]))  # the column group
     assert abs(low - 697) <= 5 and abs(high - 1209) <= 5  # key "1"
     assert min(spectrum[low], spectrum[high]) > 0.5 * spectrum.max()
+
+
+async def test_symmetric_rtp_latch(ports: PortAllocator, tmp_path: Path) -> None:
+    """With latching on, A answers to where B's RTP comes from, not B's (wrong) SDP port."""
+    _, pa = ports.allocate("a", None)
+    _, pb = ports.allocate("b", None)
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead.bind(("127.0.0.1", 0))  # where B's SDP claims to be; nobody reads it
+    a = MediaSession(
+        "a",
+        negotiated(dead.getsockname()[1]),
+        ports.sockets("a"),
+        source=WavFileSource(tone_wav(tmp_path / "t.wav")),
+        sink=BufferSink(8000),
+        ids=SeededIds("a"),
+        latch=True,
+    )
+    b = MediaSession(
+        "b",
+        negotiated(pa),
+        ports.sockets("b"),
+        source=WavFileSource(tone_wav(tmp_path / "u.wav", 440.0)),
+        sink=BufferSink(8000),
+        ids=SeededIds("b"),
+    )
+    a.start()
+    b.start()
+    try:
+        await until(lambda: b.stats()["packets_received"] >= 10)
+    finally:
+        a.stop()
+        b.stop()
+        dead.close()
+    assert a.remote == ("127.0.0.1", pb)
+    assert a.stats()["remote"] == f"127.0.0.1:{pb}"
