@@ -538,3 +538,41 @@ async def test_symmetric_rtp_latch(ports: PortAllocator, tmp_path: Path) -> None
         dead.close()
     assert a.remote == ("127.0.0.1", pb)
     assert a.stats()["remote"] == f"127.0.0.1:{pb}"
+
+
+async def test_reinvite_moves_stream_to_new_address_codec_and_keys(
+    ports: PortAllocator, tmp_path: Path
+) -> None:
+    """update(): B's re-INVITE answer moves A's stream to another port, G.722, new SRTP keys."""
+    if "G722" not in available_codecs():
+        pytest.skip("G722 not available")
+    a, b, _out = pair(ports, tmp_path, "PCMU", 0)
+    _, pc = ports.allocate("c", None)
+    c = MediaSession(
+        "c",
+        negotiated(a.sockets.port, "G722", 9),
+        ports.sockets("c"),
+        source=WavFileSource(tone_wav(tmp_path / "c.wav", 440.0)),
+        sink=BufferSink(16000),
+        ids=SeededIds("c"),
+    )
+    a.start()
+    b.start()
+    try:
+        await until(lambda: b.stats()["packets_received"] >= 5)
+        ca, cc, _ka, _kc = crypto_pair()
+        c.update(dataclasses.replace(c.negotiated, crypto=cc))
+        c.start()
+        a.update(dataclasses.replace(negotiated(pc, "G722", 9), crypto=ca))
+        got_b = b.stats()["packets_received"]
+        await until(lambda: c.stats().get("jitter_buffer", {}).get("audio", 0) >= 25)
+        assert b.stats()["packets_received"] <= got_b + 2  # B is no longer sent to
+        stats = a.stats()
+        assert stats["codec"] == "G722" and stats["srtp"] is True
+        assert c.stats()["srtp_dropped"] == {}
+    finally:
+        for s in (a, b, c):
+            s.stop()
+        b._raw_sink.close()
+    heard_c = c._raw_sink.pcm  # type: ignore[attr-defined]
+    assert abs(dominant_frequency(heard_c[-8000:], 16000) - 1000.0) < 5.0
