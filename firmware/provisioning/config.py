@@ -83,6 +83,8 @@ class SipConfig:
     t1: float
     retry_base: float
     keepalive_interval: float
+    session_timers: bool = True
+    session_expires: int = 1800
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,13 @@ def _kind_name(kinds: tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
+def _session_expires(sip: _Section) -> int:
+    value = sip.get("session_expires", int, 1800)
+    if not 90 <= value <= 86400:
+        raise sip.error("session_expires", "must be between 90 (RFC 4028 minimum) and 86400")
+    return int(value)
+
+
 def parse_listen(section: _Section, name: str, text: str) -> ListenSpec:
     m = _LISTEN_RE.match(text)
     if not m:
@@ -347,6 +356,8 @@ def parse_config(
         t1=t1,
         retry_base=retry_base,
         keepalive_interval=keepalive,
+        session_timers=sip.get("session_timers", bool, True),
+        session_expires=_session_expires(sip),
     )
     sip.finish()
     transports = {spec.transport for spec in listen}

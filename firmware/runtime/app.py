@@ -27,6 +27,7 @@ from firmware.sip.ids import IdSource, SecureIds
 from firmware.sip.message import SipRequest, SipResponse, make_response
 from firmware.sip.offer_answer import CodecSpec
 from firmware.sip.registration import Registration
+from firmware.sip.session_timer import SessionTimerConfig
 from firmware.sip.transaction import Timers
 from firmware.sip.ua import LocalEndpoint, UserAgent
 from firmware.sip.uri import URI, SipURI
@@ -85,6 +86,9 @@ class Phone:
             if config.audio.telephone_event
             else None,
             srtp_without_tls=config.audio.srtp_without_tls,
+            session_timer=SessionTimerConfig(session_expires=config.sip.session_expires)
+            if config.sip.session_timers
+            else None,
         )
         self.media.on_dtmf = self._on_dtmf
 
