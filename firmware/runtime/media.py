@@ -164,7 +164,10 @@ class MediaSession:
             )
         elif old.telephone_events != n.telephone_events:
             self._dtmf_tx.allowed = n.telephone_events
-        if self._jb_pt is not None and self._jb_pt not in n.recv_codecs:
+        if self._jb is not None and (
+            self._jb_pt not in n.recv_codecs or round(self._jb.frame_s * 1000) != self.ptime
+        ):
+            # the buffer's output frame is one tick: a new ptime (or codec) needs a new one
             self._jb = self._jb_pt = self._jb_sink = None
         if old is None or old.crypto != n.crypto:
             self._set_crypto(n)
