@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import socket
 import struct
@@ -236,6 +237,27 @@ def baresip_call(
 
     info = {"a": caller, "b": callee}
     return PhoneCall("baresip", (caller.pid, callee.pid), info, hangup)
+
+
+_RTP_FROM = re.compile(r"incoming rtp for 'audio' established, receiving from [\d.]+:(\d+)")
+
+
+def baresip_rtp_ports(call: PhoneCall, timeout: float = 5.0) -> dict[int, str]:
+    """{source port: "baresip A"/"baresip B"} of the call's two RTP streams.
+
+    Each baresip logs where its peer's RTP comes from; other software on the machine may be
+    sending RTP on lo at the same time, so streams are picked by these ports.
+    """
+    deadline = time.monotonic() + timeout
+    out: dict[int, str] = {}
+    while time.monotonic() < deadline and len(out) < 2:
+        out = {}
+        for receiver, sender in (("b", "baresip A"), ("a", "baresip B")):
+            m = _RTP_FROM.search(call.info[receiver].log_text())
+            if m:
+                out[int(m.group(1))] = sender
+        time.sleep(0.05)
+    return out
 
 
 @contextlib.contextmanager
