@@ -21,6 +21,11 @@ seconds; `get` is called once per output frame by whatever paces playback):
   late). We chose whole-frame adaptation over time-stretching: it needs no DSP, it is
   exact, and with the dead band it fires about once per 67 s at 300 ppm of skew. Clock skew therefore only ever costs
   bounded delay, never drift: the play position stays tied to the sender's clock.
+* Playback starts at the first tick where the head packet is due (delay >= target - half a
+  frame). If a faster packet lowered the min transit since the last tick, the head can
+  already be past the dead band then; it is skipped before the first sample plays rather
+  than dropped mid-speech a second later. Later falls of the min transit (the first packets
+  were the slowest) still leave up to the jitter of excess delay, given back as above.
 * Missing frames are concealed with `decoder.conceal()` for `conceal_frames` frames, then
   replaced by comfort noise. Packets arriving after their play time are dropped and counted
   as late; duplicates are dropped; reordering within the buffer is undone by timestamp.
@@ -279,12 +284,12 @@ class JitterBuffer:
             if not self._order:
                 c["silence"] += 1
                 return None, SILENCE
-            first = self._order[0]
-            if now - first / self.clock_rate - self._min_transit < self.target - self.frame_s / 2:
+            if self._delay_at(now, self._order[0]) < self.target - self.frame_s / 2:
                 c["silence"] += 1
                 return None, SILENCE
+            self._skip_overshoot(now)
             self._playing = True
-            self._play_ts = first
+            self._play_ts = self._order[0]
         position = self._play_ts - len(self._carry) * self.clock_rate // self.sample_rate
         self.delay = now - position / self.clock_rate - self._min_transit
         err = (self.delay - self.target) / self.frame_s
@@ -312,6 +317,31 @@ class JitterBuffer:
         if kind == AUDIO:
             self._last_rms = rms(pcm)
         return pcm, kind
+
+    def _delay_at(self, now: float, ts: int) -> float:
+        """Playout delay if media timestamp `ts` were played at `now`."""
+        return now - ts / self.clock_rate - self._min_transit
+
+    def _skip_overshoot(self, now: float) -> None:
+        """Start playback inside the dead band: drop head packets that are already too old.
+
+        The start test assumes the delay grows by one frame per silent tick, but a packet
+        faster than all before it lowers the min transit between two ticks, so the head can
+        be due by more than the dead band already. Holding that excess would cost a frame
+        later anyway (1 s on, in mid-speech); before the first sample plays, skipping leaves
+        no gap. Only skip to a contiguous next packet that still starts within the target.
+        """
+        band = self.target + self.SOFT_BAND * self.frame_s
+        floor = self.target - self.frame_s / 2
+        order = self._order
+        while (
+            len(order) > 1
+            and order[1] - order[0] <= self.frame + self.frame // 2
+            and self._delay_at(now, order[0]) > band
+            and self._delay_at(now, order[1]) >= floor
+        ):
+            del self._slots[order.pop(0)]
+            self.counters["dropped"] += 1
 
     def _filler(self) -> tuple[np.ndarray, str]:
         """An inserted frame that takes no media from the buffer (counted as "inserted")."""
