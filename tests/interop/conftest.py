@@ -120,4 +120,10 @@ def phones(tmp_path: Path) -> Iterator[Callable[..., PhoneProcess]]:
 
     yield make
     for phone in started:
+        # SIGTERM first: the phone un-REGISTERs, so no stale binding outlives the test.
+        if phone.proc is not None and phone.proc.poll() is None:
+            try:
+                phone.terminate(timeout=8)
+            except Exception:  # noqa: BLE001 - a stuck phone is killed below
+                pass
         phone.kill()

@@ -58,7 +58,9 @@ log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CFG_TEMPLATE = DATA_DIR / "kamailio.cfg.tmpl"
-DEFAULT_USERS = {str(n): f"pw{n}" for n in range(1001, 1021)}
+# Users are handed out by test file so tests sharing the session Kamailio never see each
+# other's bindings: 1001-1010 registration, 1011-1020 harness, 1021-1040 calls, 1041-1060 free.
+DEFAULT_USERS = {str(n): f"pw{n}" for n in range(1001, 1061)}
 ALGORITHMS = ("MD5", "SHA-256")
 _SAFE_PASSWORD_CHARS = set(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*()&=+$,;?/:@%#^[]{}|<> "

@@ -125,10 +125,10 @@ def test_deskphone_calls_baresip_and_both_hear_each_other(
     codec: str,
 ) -> None:
     far: Baresip = make_baresip(
-        "1002", kamailio=kamailio, codecs=[codec], auto_answer=True, tone_hz=BARESIP_TONE
+        "1022", kamailio=kamailio, codecs=[codec], auto_answer=True, tone_hz=BARESIP_TONE
     )
-    phone, files = deskphone(phones, kamailio, "1001", tmp_path, codecs=[codec])
-    call = phone.dial("1002")
+    phone, files = deskphone(phones, kamailio, "1021", tmp_path, codecs=[codec])
+    call = phone.dial("1022")
     assert call["state"] == "calling" and call["direction"] == "outgoing"
     up = phone.wait_call(connected(call["id"]), 10, "the call to connect")
     assert up["codec"] == codec and up["srtp"] is False
@@ -153,11 +153,11 @@ def test_baresip_calls_deskphone_which_answers_and_gets_hung_up_on(
     tmp_path: Path,
     codec: str,
 ) -> None:
-    phone, files = deskphone(phones, kamailio, "1003", tmp_path, codecs=[codec])
-    far: Baresip = make_baresip("1004", kamailio=kamailio, codecs=[codec], tone_hz=BARESIP_TONE)
-    far.dial(kamailio.aor("1003"))
+    phone, files = deskphone(phones, kamailio, "1023", tmp_path, codecs=[codec])
+    far: Baresip = make_baresip("1024", kamailio=kamailio, codecs=[codec], tone_hz=BARESIP_TONE)
+    far.dial(kamailio.aor("1023"))
     ringing = phone.wait_call(lambda c: c["state"] == "ringing", 10, "the phone to ring")
-    assert ringing["direction"] == "incoming" and "1004" in ringing["remote"]
+    assert ringing["direction"] == "incoming" and "1024" in ringing["remote"]
     phone.call_action(ringing["id"], "answer")
     far.wait_event("CALL_ESTABLISHED", 10)
     phone.wait_call(connected(ringing["id"]), 5, "connected")
@@ -231,7 +231,7 @@ def test_srtp_over_tls_both_ways_and_the_wire_is_not_plaintext(
     sniffer: Callable[[int], Sniffer],
 ) -> None:
     far: Baresip = make_baresip(
-        "1006",
+        "1026",
         kamailio=kamailio,
         transport="tls",
         codecs=["PCMU"],
@@ -240,9 +240,9 @@ def test_srtp_over_tls_both_ways_and_the_wire_is_not_plaintext(
         mediaenc="srtp-mand",
     )
     phone, files = deskphone(
-        phones, kamailio, "1005", tmp_path, transport="tls", pki=pki, audio={"srtp": "mandatory"}
+        phones, kamailio, "1025", tmp_path, transport="tls", pki=pki, audio={"srtp": "mandatory"}
     )
-    call = phone.dial("1006")
+    call = phone.dial("1026")
     up = phone.wait_call(connected(call["id"]), 10, "the SRTP call to connect")
     assert up["srtp"] is True
     port = int(up["local_rtp"].rsplit(":", 1)[1])
@@ -284,9 +284,9 @@ def _ulaw_decode(mu: np.ndarray) -> np.ndarray:
 def test_cancel_before_answer(
     kamailio: Kamailio, phones: Callable[..., PhoneProcess], make_baresip: Any, tmp_path: Path
 ) -> None:
-    far: Baresip = make_baresip("1008", kamailio=kamailio, codecs=["PCMU"], tone_hz=BARESIP_TONE)
-    phone, _ = deskphone(phones, kamailio, "1007", tmp_path)
-    call = phone.dial("1008")
+    far: Baresip = make_baresip("1028", kamailio=kamailio, codecs=["PCMU"], tone_hz=BARESIP_TONE)
+    phone, _ = deskphone(phones, kamailio, "1027", tmp_path)
+    call = phone.dial("1028")
     far.wait_event("CALL_INCOMING", 10)
     phone.wait_call(lambda c: c["id"] == call["id"] and c["state"] == "early", 5, "ringing")
     phone.call_action(call["id"], "hangup")
@@ -298,9 +298,9 @@ def test_cancel_before_answer(
 def test_busy_callee_is_reported_with_code_and_reason(
     kamailio: Kamailio, phones: Callable[..., PhoneProcess], make_baresip: Any, tmp_path: Path
 ) -> None:
-    far: Baresip = make_baresip("1010", kamailio=kamailio, codecs=["PCMU"], tone_hz=BARESIP_TONE)
-    phone, _ = deskphone(phones, kamailio, "1009", tmp_path)
-    call = phone.dial("1010")
+    far: Baresip = make_baresip("1030", kamailio=kamailio, codecs=["PCMU"], tone_hz=BARESIP_TONE)
+    phone, _ = deskphone(phones, kamailio, "1029", tmp_path)
+    call = phone.dial("1030")
     far.wait_event("CALL_INCOMING", 10)
     far.hangup()  # rejecting a ringing call: baresip 1.0 answers "486 Rejected"
     done = phone.wait_call(ended(call["id"]), 10, "the rejected call to end")
@@ -312,10 +312,10 @@ def test_dtmf_both_ways(
     kamailio: Kamailio, phones: Callable[..., PhoneProcess], make_baresip: Any, tmp_path: Path
 ) -> None:
     far: Baresip = make_baresip(
-        "1002", kamailio=kamailio, codecs=["PCMU"], auto_answer=True, tone_hz=BARESIP_TONE
+        "1022", kamailio=kamailio, codecs=["PCMU"], auto_answer=True, tone_hz=BARESIP_TONE
     )
-    phone, _ = deskphone(phones, kamailio, "1001", tmp_path)
-    call = phone.dial("1002")
+    phone, _ = deskphone(phones, kamailio, "1021", tmp_path)
+    call = phone.dial("1022")
     phone.wait_call(connected(call["id"]), 10, "connected")
     far.wait_event("CALL_ESTABLISHED", 10)
     digits = "0123456789*#"
