@@ -193,18 +193,19 @@ def baresip_call(
     lab: Lab,
     *,
     mediaenc: str | None = None,
-    config_edit: Callable[[str], str] | None = None,
+    config_edit: Callable[[str, str], str] | None = None,
     env: dict[str, str] | None = None,
     users: tuple[str, str] = ("1001", "1002"),
 ) -> PhoneCall:
     """baresip A dials baresip B (auto-answer) through Kamailio; PCMU, aufile tone sources.
 
-    `config_edit` rewrites baresip's generated config text (e.g. to use ALSA devices);
+    `config_edit(role, text)` rewrites the generated config of baresip "a" (the caller) or
+    "b" (the callee), e.g. to use ALSA devices;
     `env` is added to baresip's environment (e.g. ALSA_CONFIG_PATH).
     """
     kam = lab.proxy()
     made: list[Baresip] = []
-    for user, answer, hz in ((users[1], True, 440.0), (users[0], False, 1000.0)):
+    for role, user, answer, hz in (("b", users[1], True, 440.0), ("a", users[0], False, 1e3)):
         b = Baresip(
             lab.dir(f"baresip-{user}-{len(lab.baresips)}"),
             user=user,
@@ -220,7 +221,7 @@ def baresip_call(
         )
         if config_edit is not None:
             path = b.config_dir / "config"
-            path.write_text(config_edit(path.read_text()))
+            path.write_text(config_edit(role, path.read_text()))
         lab.baresips.append(b)
         with _environ(env or {}):
             b.start(SETUP_TIMEOUT)
