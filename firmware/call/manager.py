@@ -183,8 +183,12 @@ class CallManager:
         return [c for c in self.calls.values() if c.state != "ended"]
 
     # ----- user intents ---------------------------------------------------------------------
-    def dial(self, target: str, account_id: str, now: float) -> Call:
-        """Place a call to ``target`` (a number/user, or a full sip:/sips: URI)."""
+    def dial(self, target: str, account_id: str, now: float, *, late_offer: bool = False) -> Call:
+        """Place a call to ``target`` (a number/user, or a full sip:/sips: URI).
+
+        ``late_offer`` sends the INVITE without SDP, so the callee offers in its 2xx and we
+        answer in the ACK (RFC 3261 13.2.1; some PBXs and gateways need it).
+        """
         if len(self.active_calls()) >= self.max_calls:
             raise RuntimeError("all line appearances are busy")
         info = self.accounts(account_id)
@@ -208,6 +212,7 @@ class CallManager:
             dest=info.dest,
             user_agent=self.user_agent,
             session_timer=self.session_timer,
+            late_offer=late_offer,
         )
         call = Call(
             id=call_key,

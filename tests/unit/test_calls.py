@@ -374,3 +374,51 @@ def test_session_interval_below_min_se_gets_422() -> None:
     assert resp.headers.get("Min-SE") == "90"
     assert b.calls.active_calls() == [] and b.calls.calls == {}
     assert call.state == "calling"
+
+
+def test_late_offer_answer_travels_in_the_ack(net: Net) -> None:
+    """RFC 3261 13.2.1: INVITE without SDP -> the callee offers in its 200, we answer in the ACK."""
+    call = net.a.calls.dial("b", "line1", net.now, late_offer=True)
+    net.pump()
+    invite = requests(net.b, "INVITE")[0]
+    assert invite.body == b"" and "Content-Type" not in invite.headers
+    incoming = net.b.calls.active_calls()[0]
+    net.b.calls.answer(incoming.id, net.now)
+    net.pump()
+    ok = responses(net.a, "INVITE")[-1]
+    assert ok.status == 200 and b"m=audio" in ok.body
+    ack = requests(net.b, "ACK")[0]
+    assert ack.headers.get("Content-Type") == "application/sdp" and b"m=audio" in ack.body
+    a_call, b_call = net.a.calls.get(call.id), net.b.calls.get(incoming.id)
+    assert a_call.state == b_call.state == "connected"
+    assert a_call.media.negotiated is not None and b_call.media.negotiated is not None
+    assert a_call.media.negotiated.remote_port == b_call.local_rtp[1]  # type: ignore[index]
+    assert b_call.media.negotiated.remote_port == a_call.local_rtp[1]  # type: ignore[index]
+
+
+def test_forked_second_2xx_is_acked_and_hung_up(net: Net) -> None:
+    """RFC 3261 13.2.2.4: keep the first answered fork; ACK and BYE any other 2xx."""
+    call = net.a.calls.dial("b", "line1", net.now)
+    for out in net.a.ua.drain():  # deliver the INVITE by hand: we play the forking proxy
+        net.b.ua.receive(parse_message(out.data), "a", reliable=False, now=net.now)
+    net.b.calls.process(net.now)
+    net.b.calls.answer(net.b.calls.active_calls()[0].id, net.now)
+    from_b = [o.data for o in net.b.ua.drain()]
+    ringing = next(d for d in from_b if d.startswith(b"SIP/2.0 180"))
+    ok = next(d for d in from_b if d.startswith(b"SIP/2.0 200"))
+    tag = parse_message(ok).to.tag  # type: ignore[union-attr]
+    assert tag is not None
+    fork_ringing = ringing.replace(tag.encode(), b"forktag2")
+    fork_ok = ok.replace(tag.encode(), b"forktag2")
+    for data in (ringing, fork_ringing, ok):
+        net.a.ua.receive(parse_message(data), "b", reliable=False, now=net.now)
+    net.a.calls.process(net.now)
+    assert net.a.calls.get(call.id).state == "connected"
+    first = [parse_message(o.data) for o in net.a.ua.drain()]
+    assert [m.method for m in first] == ["ACK"]  # type: ignore[union-attr]
+    net.a.ua.receive(parse_message(fork_ok), "b", reliable=False, now=net.now)
+    net.a.calls.process(net.now)
+    second = [parse_message(o.data) for o in net.a.ua.drain()]
+    assert [m.method for m in second] == ["ACK", "BYE"]  # type: ignore[union-attr]
+    assert all(m.to.tag == "forktag2" for m in second)
+    assert net.a.calls.get(call.id).state == "connected", "the first answer keeps the call"
