@@ -204,6 +204,8 @@ class InviteSession:
         self._st_uas: UasDecision | None = None
         self.session_timer: SessionTimer | None = None
         self.refreshes = 0  # completed session refreshes, in either direction
+        # In-dialog methods handled by features (e.g. "REFER", "NOTIFY"): fn(session, tx, req, now)
+        self.extensions: dict[str, Any] = {}
         self._glare_method = "INVITE"
 
     # ----- construction ------------------------------------------------------------------------
@@ -653,9 +655,40 @@ class InviteSession:
             self._reply(server_tx, request, 200, "OK", now)
             self._emit(InfoReceived(request.headers.get("Content-Type") or "", request.body))
         elif method == "OPTIONS":
-            self._reply(server_tx, request, 200, "OK", now, [("Allow", ALLOW)])
+            self._reply(server_tx, request, 200, "OK", now, [("Allow", self.allow())])
+        elif method in self.extensions and dialog is self.dialog:
+            # Features built on the call's dialog (REFER, NOTIFY for transfers...) plug in here.
+            self.extensions[method](self, server_tx, request, now)
         else:
-            self._reply(server_tx, request, 501, "Not Implemented", now, [("Allow", ALLOW)])
+            self._reply(server_tx, request, 501, "Not Implemented", now, [("Allow", self.allow())])
+
+    def allow(self) -> str:
+        """Allow for this dialog: the core INVITE-usage methods plus registered extensions."""
+        return ", ".join([ALLOW, *self.extensions])
+
+    def reply(
+        self,
+        server_tx: ServerTransaction,
+        request: SipRequest,
+        status: int,
+        reason: str,
+        now: float,
+        headers: Iterable[tuple[str, str]] = (),
+        *,
+        body: bytes = b"",
+        content_type: str = SDP,
+    ) -> SipResponse:
+        """Answer an in-dialog request with our dialog's To tag (for extensions)."""
+        tag = self.dialog.local_tag if self.dialog is not None else None
+        response = make_response(request, status, reason, to_tag=tag)
+        for name, value in headers:
+            response.headers.add(name, value)
+        response.headers.add("Server", self.user_agent)
+        if body:
+            response.headers.add("Content-Type", content_type)
+            response.body = body
+        self.host.send_response(server_tx, response, now)
+        return response
 
     def _dialog_for(self, request: SipRequest) -> Dialog | None:
         tag = request.from_.tag
