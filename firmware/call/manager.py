@@ -9,6 +9,7 @@ start, change or stop; it never opens a socket itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class Call:
     dtmf_received: list[str] = field(default_factory=list)
     local_rtp: tuple[str, int] | None = None
     media_version: int = 0
+    media_muted: bool = False
 
     def status(self, now: float) -> dict[str, Any]:
         n = self.media.negotiated
@@ -402,10 +404,17 @@ class CallManager:
                 self.ports.release(call.id)
             return
         n = call.media.negotiated
-        if n is None or call.media.changes == call.media_version:
+        if n is None:
+            return
+        # The SDP says what we MAY do; a phone that holds a call also mutes it locally and
+        # sends no RTP (FEATURES 1.2: RTCP continues), so the media layer gets "inactive".
+        muted = call.held
+        if (call.media.changes, muted) == (call.media_version, call.media_muted):
             return
         action = "start" if call.media_version == 0 else "update"
-        call.media_version = call.media.changes
+        call.media_version, call.media_muted = call.media.changes, muted
+        if muted:
+            n = dataclasses.replace(n, direction="inactive")
         self._changes.append(MediaChange(call.id, action, n, call.local_rtp))
 
     def media_changes(self) -> list[MediaChange]:

@@ -330,3 +330,47 @@ def test_dtmf_both_ways(
     bad = phone.post(f"/api/calls/{call['id']}/dtmf", {"digits": "12x"})
     assert bad[0] == 400 and "digits" in bad[1]["error"]
     phone.call_action(call["id"], "hangup")
+
+
+def test_hold_and_resume_stop_and_restart_rtp_both_ways(
+    kamailio: Kamailio, phones: Callable[..., PhoneProcess], make_baresip: Any, tmp_path: Path
+) -> None:
+    """RFC 3264 8.4 against baresip: our sendonly hold, its recvonly answer, RTP counted."""
+    far: Baresip = make_baresip(
+        "1032", kamailio=kamailio, codecs=["PCMU"], auto_answer=True, tone_hz=BARESIP_TONE
+    )
+    phone, _ = deskphone(phones, kamailio, "1031", tmp_path)
+    call = phone.dial("1032")
+    phone.wait_call(connected(call["id"]), 10, "connected")
+    far.wait_event("CALL_ESTABLISHED", 10)
+
+    def counts() -> tuple[int, int]:
+        media = phone.call(call["id"])["media"]
+        return media["packets_sent"], media["packets_received"]
+
+    def flowing(seconds: float = 1.0) -> tuple[int, int]:
+        before = counts()
+        time.sleep(seconds)  # bounded observation window
+        after = counts()
+        return after[0] - before[0], after[1] - before[1]
+
+    sent, received = flowing()
+    assert sent >= 40 and received >= 40, (sent, received)
+
+    held = phone.call_action(call["id"], "hold")
+    assert held["held"] is True
+    phone.wait_call(lambda c: c["id"] == call["id"] and c["state"] == "held", 5, "held")
+    # SDP-wise we are sendonly; the phone also mutes locally, so its media is inactive.
+    assert phone.call(call["id"])["media"]["direction"] == "inactive"
+    time.sleep(0.3)  # let in-flight packets drain
+    sent, received = flowing()
+    assert sent == 0, f"the phone still sends RTP while holding: {sent} packets/s"
+    assert received <= 2, f"baresip kept sending to a holder: {received} packets/s"
+
+    phone.call_action(call["id"], "resume")
+    phone.wait_call(connected(call["id"]), 5, "resumed")
+    time.sleep(0.3)
+    sent, received = flowing()
+    assert sent >= 40 and received >= 40, (sent, received)
+    phone.call_action(call["id"], "hangup")
+    far.wait_event("CALL_CLOSED", 10)
