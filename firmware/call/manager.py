@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,6 +78,7 @@ class Call:
     dtmf_received: list[str] = field(default_factory=list)
     local_rtp: tuple[str, int] | None = None
     media_version: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)  # fields added by features (transfer)
     media_muted: bool = False
 
     def status(self, now: float) -> dict[str, Any]:
@@ -103,6 +104,7 @@ class Call:
             "dtmf_received": "".join(self.dtmf_received),
             "local_rtp": f"{self.local_rtp[0]}:{self.local_rtp[1]}" if self.local_rtp else None,
             "refreshes": self.session.refreshes,
+            **self.extras,
         }
 
 
@@ -155,6 +157,9 @@ class CallManager:
         self._changes: list[MediaChange] = []
         self._next = 1
         self.on_incoming: Callable[[Call], None] | None = None
+        # Features (e.g. firmware.call.refer.TransferService) hear of each call and its changes
+        # through call_added(call) and call_synced(call, now).
+        self.features: list[Any] = []
         ua.handlers["INVITE"] = self._on_invite
 
     # ----- helpers --------------------------------------------------------------------------
@@ -185,7 +190,15 @@ class CallManager:
         return [c for c in self.calls.values() if c.state != "ended"]
 
     # ----- user intents ---------------------------------------------------------------------
-    def dial(self, target: str, account_id: str, now: float, *, late_offer: bool = False) -> Call:
+    def dial(
+        self,
+        target: str,
+        account_id: str,
+        now: float,
+        *,
+        late_offer: bool = False,
+        extra_headers: Iterable[tuple[str, str]] = (),
+    ) -> Call:
         """Place a call to ``target`` (a number/user, or a full sip:/sips: URI).
 
         ``late_offer`` sends the INVITE without SDP, so the callee offers in its 2xx and we
@@ -215,6 +228,7 @@ class CallManager:
             user_agent=self.user_agent,
             session_timer=self.session_timer,
             late_offer=late_offer,
+            extra_headers=extra_headers,
         )
         call = Call(
             id=call_key,
@@ -282,6 +296,8 @@ class CallManager:
     def _add(self, call: Call) -> None:
         self.calls[call.id] = call
         self._by_session[id(call.session)] = call
+        for feature in self.features:
+            feature.call_added(call)
 
     def get(self, call_id: str) -> Call:
         call = self.calls.get(call_id)
@@ -369,6 +385,8 @@ class CallManager:
         if call.session.state is State.TERMINATED and call.state != "ended":
             self._end(call, now, None, None, call.session.end_cause or "ended")
         self._media_sync(call)
+        for feature in self.features:
+            feature.call_synced(call, now)
 
     def _on_info(self, call: Call, event: InfoReceived) -> None:
         """SIP INFO DTMF (application/dtmf-relay), the fallback when RFC 4733 is not offered."""

@@ -1,0 +1,471 @@
+"""REFER machinery and blind transfer (RFC 3515, RFC 7647, RFC 4488, RFC 5589 section 6); sans-IO.
+
+`TransferService` plugs into a `CallManager` (as a feature: ``call_added`` / ``call_synced``) and
+the UA core (``ua.handlers["REFER"]``) and plays every blind-transfer role:
+
+* transferee: a REFER from the current peer of a call is vetted (`ReferPolicy`, `parse_refer_to`),
+  answered 200 (RFC 7647: never 202), the original call is held, the Refer-To target is called
+  through `CallManager.dial` (fresh Call-ID/tags, Referred-By copied), and progress is reported
+  by NOTIFY with a status-line-only sipfrag; the original call is ended (BYE) when the new one is
+  answered and resumed when it fails;
+* transferor: `transfer()` holds the call, sends REFER with Refer-To and Referred-By, follows the
+  NOTIFYs and ends the call on a 2xx sipfrag (or resumes it on failure);
+* target: an incoming INVITE's Referred-By is shown as ``referred_by`` (unverified, RFC 3892 has
+  no token here).
+
+Security rows (docs/threat-model.md): T1 authorisation, T2 replay, T4 minimal sipfrag, T5 SIP
+schemes only, T6 embedded headers, T26 toll-fraud patterns, T29 method= refused.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from firmware.sip.errors import SipParseError
+from firmware.sip.headers import parse_name_addr, split_list
+from firmware.sip.invite import InviteSession, State
+from firmware.sip.message import SipRequest, SipResponse
+from firmware.sip.transaction import ClientTransaction, ServerTransaction
+from firmware.sip.uri import SipURI, parse_uri
+
+if TYPE_CHECKING:
+    from firmware.call.manager import Call, CallManager
+
+log = logging.getLogger(__name__)
+
+SIPFRAG = "message/sipfrag;version=2.0"
+# Prefixes of targets that cost money (international, premium) unless explicitly allowed (T26).
+DEFAULT_DENY: tuple[str, ...] = ("00*", "011*", "+*", "900*", "1900*")
+# RFC 3261 19.1.5 / THREATS T6: the only URI headers a triggered INVITE may carry.
+HONOURED_URI_HEADERS = {"replaces": "Replaces", "require": "Require"}
+_VISUAL_SEPARATORS = re.compile(r"[\-.() ]")
+_STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9]) ?([^\r\n]*)")
+SUBSCRIPTION_EXPIRES = 60
+
+
+class ReferRefused(Exception):
+    """A REFER we will not act on: the status and reason phrase to answer it with."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class ReferPolicy:
+    """Who may make this phone call somebody else, and whom (RFC 5850 section 4; T1, T26).
+
+    Patterns are shell-style globs (``00*``) on the Refer-To user part, after unescaping and
+    removing visual separators; an ``allow`` match overrides ``deny``.
+    """
+
+    in_dialog: bool = True  # REFER from the current peer of a connected call
+    out_of_dialog: bool = True  # out-of-dialog REFER: only Target-Dialog of a live call over TLS
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = DEFAULT_DENY
+
+    def target_allowed(self, uri: SipURI) -> bool:
+        user = _VISUAL_SEPARATORS.sub("", unquote(uri.user or ""))
+        if any(fnmatch.fnmatchcase(user, p) for p in self.allow):
+            return True
+        return not any(fnmatch.fnmatchcase(user, p) for p in self.deny)
+
+
+@dataclass
+class ReferTarget:
+    """What a Refer-To asks for, reduced to what we are willing to send."""
+
+    uri: SipURI  # no embedded headers, no method parameter
+    headers: list[tuple[str, str]]  # only Replaces / Require, unescaped
+    dropped: list[str]  # names of embedded headers we refused to copy (logged)
+
+
+def parse_refer_to(request: SipRequest, policy: ReferPolicy) -> ReferTarget:
+    """Vet a REFER's Refer-To (RFC 3515 2.4.1-2.4.3); raises `ReferRefused`.
+
+    Exactly one Refer-To (else 400); only sip:/sips: (T5, never dereferenced); only INVITE
+    (T29: a method= parameter other than INVITE is remote control, refused); only Replaces and
+    Require survive from the URI's headers (T6); the target must pass the toll-fraud policy (T26).
+    """
+    values = [v for raw in request.headers.get_raw("Refer-To") for v in split_list(raw)]
+    if len(values) != 1:
+        raise ReferRefused(400, f"Exactly one Refer-To required ({len(values)} present)")
+    try:
+        uri = parse_name_addr(values[0]).uri
+    except SipParseError as e:
+        raise ReferRefused(400, f"Bad Refer-To: {e.reason}") from None
+    if not isinstance(uri, SipURI):
+        raise ReferRefused(403, "Refer-To scheme not allowed (sip/sips only)")
+    method = uri.params.get("method")
+    if method is not None and method.upper() != "INVITE":
+        raise ReferRefused(403, f"Refer-To method {method} not allowed")
+    headers: list[tuple[str, str]] = []
+    dropped: list[str] = []
+    for name, value in uri.headers.items():
+        canonical = HONOURED_URI_HEADERS.get(unquote(name).lower())
+        if canonical is None:
+            dropped.append(unquote(name))
+        else:
+            headers.append((canonical, unquote(value)))
+    params = {k: v for k, v in uri.params.items() if k != "method"}
+    clean = uri.copy(headers={}, params=params)
+    if not policy.target_allowed(clean):
+        raise ReferRefused(403, "Transfer target not allowed by policy")
+    return ReferTarget(clean, headers, dropped)
+
+
+@dataclass
+class _Notifier:
+    """Our side of an implicit refer subscription (we are the transferee)."""
+
+    original: Call
+    event: str  # "refer" or "refer;id=<CSeq>"
+    notify: bool  # False when Refer-Sub: false was granted (RFC 4488)
+    held_by_us: bool
+    new_call: Call | None = None
+    done: bool = False
+
+
+@dataclass
+class _Transfer:
+    """A transfer we started (we are the transferor)."""
+
+    call: Call
+    target: str
+    refer_cseq: int
+    held_by_us: bool
+    state: str = "trying"  # trying | done | failed
+    status: int | None = None
+    tx: ClientTransaction | None = None
+
+
+@dataclass
+class _Ignore:
+    """Owner for NOTIFYs we send: their answers change nothing."""
+
+    def on_response(self, tx: ClientTransaction, response: SipResponse, now: float) -> None:
+        if response.status >= 300:
+            log.info("refer NOTIFY answered %d %s", response.status, response.reason)
+
+    def on_timeout(self, tx: ClientTransaction, now: float) -> None:
+        log.info("refer NOTIFY timed out")
+
+
+@dataclass
+class _ReferOwner:
+    """Hears the answer to a REFER we sent."""
+
+    service: TransferService
+    transfer: _Transfer
+
+    def on_response(self, tx: ClientTransaction, response: SipResponse, now: float) -> None:
+        self.service._on_refer_response(self.transfer, response.status, response.reason, now)
+
+    def on_timeout(self, tx: ClientTransaction, now: float) -> None:
+        self.service._on_refer_response(self.transfer, 408, "Request Timeout", now)
+
+
+@dataclass
+class TransferService:
+    """Blind transfer in every role, on top of a `CallManager` (see the module docstring)."""
+
+    calls: CallManager
+    policy: ReferPolicy = field(default_factory=ReferPolicy)
+
+    def __post_init__(self) -> None:
+        self._notifiers: dict[str, list[_Notifier]] = {}  # original call id -> subscriptions
+        self._by_new_call: dict[str, _Notifier] = {}
+        self._refer_count: dict[str, int] = {}  # call id -> REFERs accepted in its dialog
+        self._last_refer_cseq: dict[str, int] = {}
+        self._transfers: dict[str, _Transfer] = {}  # call id -> our transfer of that call
+        self.calls.features.append(self)
+        self.calls.ua.handlers["REFER"] = self._on_out_of_dialog_refer
+
+    # ----- CallManager feature hooks -----------------------------------------------------------
+    def call_added(self, call: Call) -> None:
+        """Every call's dialog understands REFER and refer NOTIFYs; show Referred-By (T15)."""
+        call.session.extensions["REFER"] = lambda s, tx, req, now: self._on_refer(
+            call, tx, req, now
+        )
+        call.session.extensions["NOTIFY"] = lambda s, tx, req, now: self._on_notify(
+            call, tx, req, now
+        )
+        invite = call.session._invite_request if call.direction == "incoming" else None
+        referred_by = invite.headers.get("Referred-By") if invite is not None else None
+        if referred_by:
+            call.extras["referred_by"] = referred_by
+            call.extras["referred_by_verified"] = False
+
+    def call_synced(self, call: Call, now: float) -> None:
+        """A triggered call moved on: report it to the transferor and settle the original."""
+        notifier = self._by_new_call.get(call.id)
+        if notifier is None or notifier.done:
+            return
+        if call.state in ("connected", "held"):
+            self._finish(notifier, 200, "OK", now)
+        elif call.state == "ended":
+            status = call.end_status or 487
+            reason = call.end_reason or "Request Terminated"
+            self._finish(notifier, status, reason, now)
+
+    # ----- transferee ----------------------------------------------------------------------------
+    def _on_refer(
+        self, call: Call, server_tx: ServerTransaction, request: SipRequest, now: float
+    ) -> None:
+        session = call.session
+        try:
+            self._authorise_in_dialog(call, request)
+            target = parse_refer_to(request, self.policy)
+        except ReferRefused as e:
+            log.info("call %s: REFER refused: %d %s", call.id, e.status, e.reason)
+            session.reply(server_tx, request, e.status, e.reason, now)
+            return
+        self._accept(call, session, server_tx, request, target, now)
+
+    def _authorise_in_dialog(self, call: Call, request: SipRequest) -> None:
+        if not self.policy.in_dialog:
+            raise ReferRefused(403, "Transfer not allowed by policy")
+        if call.session.state is not State.CONFIRMED or call.state not in ("connected", "held"):
+            raise ReferRefused(403, "Call is not established")
+        # T2: a REFER whose CSeq is not above the last one we acted on is a replay. (The dialog
+        # layer already answered 500 to lower CSeqs; equal ones reach us after Timer J.)
+        last = self._last_refer_cseq.get(call.id)
+        if last is not None and request.cseq.number <= last:
+            raise ReferRefused(500, "REFER CSeq not above the last one")
+        if any(not n.done for n in self._notifiers.get(call.id, [])):
+            raise ReferRefused(491, "Transfer already in progress")
+
+    def _accept(
+        self,
+        call: Call,
+        session: InviteSession,
+        server_tx: ServerTransaction,
+        request: SipRequest,
+        target: ReferTarget,
+        now: float,
+    ) -> None:
+        if target.dropped:
+            log.warning(
+                "call %s: REFER embedded headers not copied: %s", call.id, ", ".join(target.dropped)
+            )
+        count = self._refer_count.get(call.id, 0) + 1
+        self._refer_count[call.id] = count
+        self._last_refer_cseq[call.id] = request.cseq.number
+        no_sub = (request.headers.get("Refer-Sub") or "").strip().lower() == "false"
+        event = "refer" if count == 1 else f"refer;id={request.cseq.number}"
+        # RFC 7647 section 5: 200, never 202. RFC 4488: granting Refer-Sub: false says so.
+        session.reply(
+            server_tx,
+            request,
+            200,
+            "OK",
+            now,
+            [("Contact", session.contact), *([("Refer-Sub", "false")] if no_sub else [])],
+        )
+        held_by_us = call.state == "connected" and self.calls.hold(call.id, now)
+        notifier = _Notifier(call, event, not no_sub, held_by_us)
+        self._notifiers.setdefault(call.id, []).append(notifier)
+        self._notify(notifier, "SIP/2.0 100 Trying", now, final=False)
+        extra: list[tuple[str, str]] = list(target.headers)
+        referred_by = request.headers.get("Referred-By")
+        if referred_by:
+            extra.append(("Referred-By", referred_by))
+        try:
+            new_call = self.calls.dial(str(target.uri), call.account, now, extra_headers=extra)
+        except RuntimeError as e:
+            log.info("call %s: transfer INVITE not sent: %s", call.id, e)
+            self._finish(notifier, 503, "Service Unavailable", now)
+            return
+        notifier.new_call = new_call
+        self._by_new_call[new_call.id] = notifier
+        call.extras.update(transfer="trying", transfer_role="transferee", transfer_status=100)
+        new_call.extras["transferred_from"] = call.id
+
+    def _finish(self, notifier: _Notifier, status: int, reason: str, now: float) -> None:
+        """The triggered INVITE ended: final NOTIFY, then BYE or resume the original call."""
+        if notifier.done:
+            return
+        notifier.done = True
+        original = notifier.original
+        self._notify(notifier, f"SIP/2.0 {status} {reason}", now, final=True)
+        original.extras.update(
+            transfer="done" if status < 300 else "failed", transfer_status=status
+        )
+        if original.state == "ended":
+            return
+        if 200 <= status < 300:
+            self.calls.hangup(original.id, now)
+        elif notifier.held_by_us:
+            self.calls.resume(original.id, now)
+
+    def _notify(self, notifier: _Notifier, status_line: str, now: float, *, final: bool) -> None:
+        """NOTIFY the transferor; the body is the status line only (T4, RFC 3515 5.3.3)."""
+        session = notifier.original.session
+        dialog = session.dialog
+        if not notifier.notify or dialog is None or session.state is State.TERMINATED:
+            return
+        state = (
+            "terminated;reason=noresource" if final else f"active;expires={SUBSCRIPTION_EXPIRES}"
+        )
+        request = dialog.create_request(
+            "NOTIFY",
+            ids=session.host.ids,
+            contact=session.contact,
+            body=f"{status_line}\r\n".encode(),
+            extra_headers=[
+                ("Event", notifier.event),
+                ("Subscription-State", state),
+                ("Content-Type", SIPFRAG),
+                ("User-Agent", session.user_agent),
+            ],
+        )
+        session.host.send_request(request, _Ignore(), now)
+
+    def _on_out_of_dialog_refer(
+        self, server_tx: ServerTransaction, request: SipRequest, now: float
+    ) -> None:
+        """RFC 4538: only a Target-Dialog naming a live call, received over TLS (T1, T2).
+
+        We do not keep out-of-dialog refer subscriptions, so such a REFER must also carry
+        Refer-Sub: false (RFC 4488); everything else is 403 with nothing sent.
+        """
+        ua = self.calls.ua
+        try:
+            call = self._target_dialog_call(request)
+            if call is None or not self.policy.out_of_dialog:
+                raise ReferRefused(403, "REFER outside a dialog not authorised")
+            if ua.endpoint_for(server_tx.peer).via_transport != "TLS":
+                raise ReferRefused(403, "Out-of-dialog REFER needs TLS")
+            if (request.headers.get("Refer-Sub") or "").strip().lower() != "false":
+                raise ReferRefused(403, "Out-of-dialog REFER needs Refer-Sub: false")
+            self._authorise_in_dialog(call, request)
+            target = parse_refer_to(request, self.policy)
+        except ReferRefused as e:
+            log.info("out-of-dialog REFER refused: %d %s", e.status, e.reason)
+            ua.respond(server_tx, request, e.status, e.reason, now)
+            return
+        except SipParseError as e:
+            ua.respond(server_tx, request, 400, e.reason, now)
+            return
+        self._accept(call, call.session, server_tx, request, target, now)
+
+    def _target_dialog_call(self, request: SipRequest) -> Call | None:
+        value = request.headers.get("Target-Dialog")
+        if not value:
+            return None
+        call_id, *params = [p.strip() for p in value.split(";")]
+        tags = {}
+        for param in params:
+            name, _, tag = param.partition("=")
+            tags[name.strip().lower()] = tag.strip()
+        local, remote = tags.get("local-tag"), tags.get("remote-tag")
+        if not local or not remote:
+            return None
+        for call in self.calls.active_calls():
+            dialog = call.session.dialog
+            # RFC 4538 section 7: the tags are as the sender (our peer) sees the dialog.
+            if (
+                dialog is not None
+                and call.session.state is State.CONFIRMED
+                and dialog.call_id == call_id
+                and dialog.local_tag == remote
+                and dialog.remote_tag == local
+            ):
+                return call
+        return None
+
+    # ----- transferor ---------------------------------------------------------------------------
+    def transfer(self, call_id: str, target: str, now: float) -> bool:
+        """Blind-transfer a connected (or held) call to ``target`` (user or sip:/sips: URI)."""
+        call = self.calls.get(call_id)
+        session, dialog = call.session, call.session.dialog
+        if call.state not in ("connected", "held") or dialog is None:
+            return False
+        existing = self._transfers.get(call_id)
+        if existing is not None and existing.state == "trying":
+            return False
+        info = self.calls.accounts(call.account)
+        uri = target if target.startswith(("sip:", "sips:")) else f"sip:{target}@{info.domain}"
+        parse_uri(uri)  # our own misuse raises here, before anything is sent
+        held_by_us = call.state == "connected" and self.calls.hold(call_id, now)
+        refer = dialog.create_request(
+            "REFER",
+            ids=session.host.ids,
+            contact=session.contact,
+            extra_headers=[
+                ("Refer-To", f"<{uri}>"),
+                ("Referred-By", f"<{info.aor}>"),
+                ("User-Agent", session.user_agent),
+            ],
+        )
+        transfer = _Transfer(call, uri, refer.cseq.number, held_by_us)
+        self._transfers[call_id] = transfer
+        call.extras.update(
+            transfer="trying", transfer_role="transferor", transfer_status=None, transfer_to=uri
+        )
+        transfer.tx = session.host.send_request(refer, _ReferOwner(self, transfer), now)
+        return True
+
+    def _on_refer_response(self, transfer: _Transfer, status: int, reason: str, now: float) -> None:
+        if status < 200 or transfer.state != "trying":
+            return
+        if status < 300:  # 200, or 202 from an RFC 3515 peer (RFC 7647: same meaning)
+            log.info("call %s: REFER accepted (%d)", transfer.call.id, status)
+            return
+        self._transfer_over(transfer, status, now)
+
+    def _on_notify(
+        self, call: Call, server_tx: ServerTransaction, request: SipRequest, now: float
+    ) -> None:
+        session = call.session
+        event = (request.headers.get("Event") or "").split(";")
+        if event[0].strip().lower() != "refer":
+            session.reply(server_tx, request, 489, "Bad Event", now)
+            return
+        transfer = self._transfers.get(call.id)
+        event_id = next(
+            (p.split("=", 1)[1].strip() for p in event[1:] if p.strip().startswith("id=")), None
+        )
+        if (
+            transfer is None
+            or transfer.state != "trying"
+            or (event_id is not None and event_id != str(transfer.refer_cseq))
+        ):
+            session.reply(server_tx, request, 481, "Subscription Does Not Exist", now)
+            return
+        session.reply(server_tx, request, 200, "OK", now)
+        match = _STATUS_LINE.match(request.body.decode("utf-8", "replace"))
+        status = int(match.group(1)) if match else None
+        terminated = ((request.headers.get("Subscription-State") or "").strip().lower()).startswith(
+            "terminated"
+        )
+        if status is not None:
+            transfer.status = status
+            call.extras["transfer_status"] = status
+        if status is not None and status >= 200:
+            self._transfer_over(transfer, status, now)
+        elif terminated:
+            self._transfer_over(transfer, status or 487, now)
+
+    def _transfer_over(self, transfer: _Transfer, status: int, now: float) -> None:
+        call = transfer.call
+        transfer.state = "done" if 200 <= status < 300 else "failed"
+        transfer.status = status
+        call.extras.update(transfer=transfer.state, transfer_status=status)
+        if call.state == "ended":
+            return
+        if transfer.state == "done":
+            self.calls.hangup(call.id, now)
+        elif transfer.held_by_us:
+            self.calls.resume(call.id, now)
+
+    def status(self, call_id: str) -> dict[str, Any]:
+        """The transfer fields of one call's status (empty when there was no transfer)."""
+        call = self.calls.get(call_id)
+        return {k: v for k, v in call.extras.items() if k.startswith(("transfer", "referred"))}
