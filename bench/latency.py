@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -90,8 +91,6 @@ class Pulse:
 
 
 def _base_env() -> dict[str, str]:
-    import os
-
     return dict(os.environ)
 
 
