@@ -374,3 +374,44 @@ def test_hold_and_resume_stop_and_restart_rtp_both_ways(
     assert sent >= 40 and received >= 40, (sent, received)
     phone.call_action(call["id"], "hangup")
     far.wait_event("CALL_CLOSED", 10)
+
+
+def test_srtp_over_tls_when_baresip_calls_the_phone(
+    kamailio: Kamailio,
+    phones: Callable[..., PhoneProcess],
+    make_baresip: Any,
+    pki: Any,
+    tmp_path: Path,
+    sniffer: Callable[[int], Sniffer],
+) -> None:
+    """The other call direction: baresip offers RTP/SAVP over TLS, the phone answers with SDES.
+
+    Kamailio reaches the phone over the phone's own TLS connection (it has no TLS listener).
+    """
+    phone, files = deskphone(
+        phones, kamailio, "1033", tmp_path, transport="tls", pki=pki, audio={"srtp": "mandatory"}
+    )
+    far: Baresip = make_baresip(
+        "1034",
+        kamailio=kamailio,
+        transport="tls",
+        codecs=["PCMU"],
+        tone_hz=BARESIP_TONE,
+        mediaenc="srtp-mand",
+    )
+    far.dial(kamailio.aor("1033"))
+    ringing = phone.wait_call(lambda c: c["state"] == "ringing", 10, "the phone to ring over TLS")
+    phone.call_action(ringing["id"], "answer")
+    up = phone.wait_call(connected(ringing["id"]), 10, "connected")
+    assert up["srtp"] is True
+    far.wait_event("CALL_ESTABLISHED", 10)
+    sniff = sniffer(int(up["local_rtp"].rsplit(":", 1)[1]))
+    time.sleep(TALK_SECONDS)
+    packets = sniff.close()
+    far.hangup()
+    phone.wait_call(ended(ringing["id"]), 10, "the far end's BYE")
+
+    rtp = [p for p in packets if len(p) > 12 and p[0] >> 6 == 2 and (p[1] & 0x7F) == 0]
+    assert len(rtp) > 50 and {len(p) for p in rtp} == {182}
+    assert_tone(playback_tone(phone, files), BARESIP_TONE, "deskphone")
+    assert_tone(tone_of(far.received_wavs()[0]), PHONE_TONE, "baresip")
