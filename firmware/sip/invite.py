@@ -631,16 +631,16 @@ class InviteSession:
         """An in-dialog request (BYE, re-INVITE, UPDATE, INFO, OPTIONS...)."""
         dialog = self._dialog_for(request)
         if dialog is None:
-            self._reply(server_tx, request, 481, "Call/Transaction Does Not Exist", now)
+            self.reply(server_tx, request, 481, "Call/Transaction Does Not Exist", now)
             return
         error = dialog.check_request(request)
         if error is not None:
             reason = "Server Internal Error" if error == 500 else "Call/Transaction Does Not Exist"
-            self._reply(server_tx, request, error, reason, now)
+            self.reply(server_tx, request, error, reason, now)
             return
         method = request.method
         if method == "BYE":
-            self._reply(server_tx, request, 200, "OK", now)
+            self.reply(server_tx, request, 200, "OK", now)
             if dialog is not self.dialog:  # BYE for an early dialog of another fork
                 dialog.terminate()
                 self.host.unbind_dialog(dialog.id)
@@ -652,15 +652,15 @@ class InviteSession:
         elif method in ("INVITE", "UPDATE"):
             self._on_remote_modify(server_tx, request, dialog, now)
         elif method == "INFO":
-            self._reply(server_tx, request, 200, "OK", now)
+            self.reply(server_tx, request, 200, "OK", now)
             self._emit(InfoReceived(request.headers.get("Content-Type") or "", request.body))
         elif method == "OPTIONS":
-            self._reply(server_tx, request, 200, "OK", now, [("Allow", self.allow())])
+            self.reply(server_tx, request, 200, "OK", now, [("Allow", self.allow())])
         elif method in self.extensions and dialog is self.dialog:
             # Features built on the call's dialog (REFER, NOTIFY for transfers...) plug in here.
             self.extensions[method](self, server_tx, request, now)
         else:
-            self._reply(server_tx, request, 501, "Not Implemented", now, [("Allow", self.allow())])
+            self.reply(server_tx, request, 501, "Not Implemented", now, [("Allow", self.allow())])
 
     def allow(self) -> str:
         """Allow for this dialog: the core INVITE-usage methods plus registered extensions."""
@@ -703,9 +703,9 @@ class InviteSession:
         if dialog is not self.dialog or self.state is not State.CONFIRMED:
             if not is_invite and dialog is self.dialog and request.body:
                 # UPDATE in an early dialog (RFC 3311): allowed, but we keep it simple.
-                self._reply(server_tx, request, 491, "Request Pending", now)
+                self.reply(server_tx, request, 491, "Request Pending", now)
                 return
-            self._reply(
+            self.reply(
                 server_tx,
                 request,
                 491 if is_invite else 200,
@@ -715,10 +715,10 @@ class InviteSession:
             return
         if self._modify_tx is not None or self._offer_pending:
             # 14.2: glare - our own offer is outstanding.
-            self._reply(server_tx, request, 491, "Request Pending", now)
+            self.reply(server_tx, request, 491, "Request Pending", now)
             return
         if self._incoming_modify is not None or self._ok is not None:
-            self._reply(
+            self.reply(
                 server_tx,
                 request,
                 500,
@@ -730,7 +730,7 @@ class InviteSession:
         if request.body:
             answer = self.media.make_answer(request.body)
             if answer is None:
-                self._reply(server_tx, request, 488, "Not Acceptable Here", now)
+                self.reply(server_tx, request, 488, "Not Acceptable Here", now)
                 return
             body, offer_pending = answer, False
         elif is_invite:
@@ -740,7 +740,7 @@ class InviteSession:
         headers = [("Contact", self.contact), ("Allow", ALLOW)]
         decision = self._refresh_terms(request)
         if decision is not None and decision.rejected:
-            self._reply(
+            self.reply(
                 server_tx,
                 request,
                 422,
@@ -751,7 +751,7 @@ class InviteSession:
             return
         if decision is not None:
             headers += decision.response_headers
-        response = self._reply(server_tx, request, 200, "OK", now, headers, body=body)
+        response = self.reply(server_tx, request, 200, "OK", now, headers, body=body)
         if decision is not None and decision.interval is not None:
             self._note_refresh(now, decision.interval, decision.we_refresh)
         if request.body:
@@ -762,28 +762,6 @@ class InviteSession:
             self._ok = response
             self._ok_tx = server_tx
             self._start_ok_retransmit(now)
-
-    def _reply(
-        self,
-        server_tx: ServerTransaction,
-        request: SipRequest,
-        status: int,
-        reason: str,
-        now: float,
-        headers: Iterable[tuple[str, str]] = (),
-        *,
-        body: bytes = b"",
-    ) -> SipResponse:
-        tag = self.dialog.local_tag if self.dialog is not None else None
-        response = make_response(request, status, reason, to_tag=tag)
-        for name, value in headers:
-            response.headers.add(name, value)
-        response.headers.add("Server", self.user_agent)
-        if body:
-            response.headers.add("Content-Type", SDP)
-            response.body = body
-        self.host.send_response(server_tx, response, now)
-        return response
 
     # ----- our own re-INVITE / UPDATE / BYE -----------------------------------------------------
     def modify(self, now: float, *, method: str = "INVITE") -> bool:
