@@ -123,6 +123,19 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True)
+class TransferConfig:
+    """[transfer]: who may make the phone call someone else (REFER policy, THREATS T1/T26)."""
+
+    allow_refer: bool = True  # in-dialog REFER from the current peer of a call
+    allow_out_of_dialog: bool = True  # only with Target-Dialog of a live call, over TLS
+    allow: tuple[str, ...] = ()  # glob patterns on the target user part that are always allowed
+    deny: tuple[str, ...] | None = None  # None = the call layer's toll-fraud defaults
+
+
+_PATTERN_RE = re.compile(r"^[A-Za-z0-9*?+#\[\]!._-]{1,64}$")
+
+
+@dataclass(frozen=True)
 class PhoneConfig:
     source: str
     device: DeviceConfig
@@ -131,6 +144,7 @@ class PhoneConfig:
     api: ApiConfig
     audio: AudioConfig = field(default_factory=lambda: default_audio())
     log_level: str = "INFO"
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -237,6 +251,30 @@ def _parse_audio(top: _Section, file: str, base: Path) -> AudioConfig:
         rtp_port_max=high,
     )
     au.finish()
+    return cfg
+
+
+def _parse_transfer(top: _Section, file: str) -> TransferConfig:
+    tr = _Section(file, "transfer", top.get("transfer", dict, {}))
+
+    def patterns(name: str) -> tuple[str, ...] | None:
+        raw = tr.get(name, list, None)
+        if raw is None:
+            return None
+        for i, item in enumerate(raw):
+            if not isinstance(item, str) or not _PATTERN_RE.match(item):
+                raise tr.error(
+                    f"{name}[{i}]", 'must be a glob pattern on a user part, like "00*" or "+44*"'
+                )
+        return tuple(raw)
+
+    cfg = TransferConfig(
+        allow_refer=tr.get("allow_refer", bool, True),
+        allow_out_of_dialog=tr.get("allow_out_of_dialog", bool, True),
+        allow=patterns("allow") or (),
+        deny=patterns("deny"),
+    )
+    tr.finish()
     return cfg
 
 
@@ -425,6 +463,7 @@ def parse_config(
     api.finish()
 
     audio_cfg = _parse_audio(top, file, base)
+    transfer_cfg = _parse_transfer(top, file)
 
     log = _Section(file, "logging", top.get("logging", dict, {}))
     level = log.get("level", str, "INFO").upper()
@@ -440,4 +479,5 @@ def parse_config(
         api=api_cfg,
         audio=audio_cfg,
         log_level=level,
+        transfer=transfer_cfg,
     )

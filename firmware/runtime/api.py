@@ -19,7 +19,7 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[], dict[str, Any]]
-CALL_ACTIONS = ("answer", "hangup", "hold", "resume", "dtmf", "reject")
+CALL_ACTIONS = ("answer", "hangup", "hold", "resume", "dtmf", "reject", "transfer")
 
 
 class ActionError(Exception):
