@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from firmware.call.manager import AccountInfo, CallManager
+from firmware.call.refer import DEFAULT_DENY, ReferPolicy, TransferService
 from firmware.provisioning.config import AccountConfig, PhoneConfig
 from firmware.runtime.addresses import Address, resolve_target
 from firmware.runtime.api import ActionError, ApiServer
@@ -91,6 +92,16 @@ class Phone:
             else None,
         )
         self.media.on_dtmf = self._on_dtmf
+        tr = config.transfer
+        self.transfers = TransferService(
+            self.calls,
+            ReferPolicy(
+                in_dialog=tr.allow_refer,
+                out_of_dialog=tr.allow_out_of_dialog,
+                allow=tr.allow,
+                deny=DEFAULT_DENY if tr.deny is None else tr.deny,
+            ),
+        )
 
     def _on_dtmf(self, call_id: str, digit: str) -> None:
         """A digit the far end sent (RFC 4733), for status and (later) the UI."""
@@ -205,6 +216,16 @@ class Phone:
         elif action == "resume":
             if not self.calls.resume(call_id, now):
                 raise ActionError(409, f"call {call_id} is not held")
+        elif action == "transfer":
+            target = body.get("target")
+            if not isinstance(target, str) or not target.strip():
+                raise ActionError(400, 'body needs "target": a number or a sip:/sips: URI')
+            try:
+                started = self.transfers.transfer(call_id, target.strip(), now)
+            except SipParseError as e:
+                raise ActionError(400, f"bad transfer target: {e.reason}") from None
+            if not started:
+                raise ActionError(409, f"call {call_id} cannot be transferred now ({call.state})")
         elif action == "dtmf":
             digits = body.get("digits")
             if (
