@@ -20,6 +20,7 @@ from firmware.call.refer import DEFAULT_DENY, ReferPolicy, TransferService
 from firmware.provisioning.config import AccountConfig, PhoneConfig
 from firmware.runtime.addresses import Address, resolve_target
 from firmware.runtime.api import ActionError, ApiServer
+from firmware.runtime.progress_tones import ProgressTonePlayer
 from firmware.runtime.state import DeviceState
 from firmware.runtime.transports import Flow, TlsConfig, TransportError, TransportManager
 from firmware.sip.auth import DigestClient, DigestCredentials
@@ -75,6 +76,7 @@ class Phone:
         self.started_at = time.time()
         self.ua.network = self
         self.media = self._make_media()
+        self.tones = ProgressTonePlayer(self.media.audio.open_sink, config.audio.tone_country)
         self.calls = CallManager(
             self.ua,
             ports=self.media.ports,
@@ -245,7 +247,10 @@ class Phone:
 
     def _after_calls(self) -> None:
         """Let the media engine follow the calls, then send what the core produced."""
-        for change in self.calls.media_changes():
+        changes = self.calls.media_changes()
+        # progress tones first: a tone that must stop frees the device before a session opens it
+        self.tones.follow(self.calls.calls.values(), time.monotonic())
+        for change in changes:
             self.media.apply(change)
         self._pump()
 
@@ -392,6 +397,7 @@ class Phone:
                 await task
         if self.api is not None:
             await self.api.stop()
+        await self.tones.close()
         await self.media.close()
         await self.transports.stop()
 
