@@ -185,7 +185,11 @@ class TransferService:
         self._last_refer_cseq: dict[str, int] = {}
         self._transfers: dict[str, _Transfer] = {}  # call id -> our transfer of that call
         self.calls.features.append(self)
-        self.calls.ua.handlers["REFER"] = self._on_out_of_dialog_refer
+        ua = self.calls.ua
+        ua.handlers["REFER"] = self._on_out_of_dialog_refer
+        # In-dialog SUBSCRIBE (a transferor refreshing or ending its refer subscription) must get
+        # past the UA core; a subscriptions module may own SUBSCRIBE later, so do not replace it.
+        ua.handlers.setdefault("SUBSCRIBE", self._on_out_of_dialog_subscribe)
 
     # ----- CallManager feature hooks -----------------------------------------------------------
     def call_added(self, call: Call) -> None:
@@ -194,6 +198,9 @@ class TransferService:
             call, tx, req, now
         )
         call.session.extensions["NOTIFY"] = lambda s, tx, req, now: self._on_notify(
+            call, tx, req, now
+        )
+        call.session.extensions["SUBSCRIBE"] = lambda s, tx, req, now: self._on_subscribe(
             call, tx, req, now
         )
         invite = call.session._invite_request if call.direction == "incoming" else None
@@ -326,6 +333,34 @@ class TransferService:
             ],
         )
         session.host.send_request(request, _Ignore(), now)
+
+    def _on_subscribe(
+        self, call: Call, server_tx: ServerTransaction, request: SipRequest, now: float
+    ) -> None:
+        """RFC 3515 2.4.4 / RFC 6665: refresh or end of our refer subscription, nothing else."""
+        session = call.session
+        event = (request.headers.get("Event") or "").split(";")[0].strip().lower()
+        if event != "refer":
+            session.reply(server_tx, request, 489, "Bad Event", now)
+            return
+        notifiers = self._notifiers.get(call.id, [])
+        if not notifiers:
+            # FEATURES 1.3: SUBSCRIBE for refer with no REFER before it is refused.
+            session.reply(server_tx, request, 403, "No REFER to subscribe to", now)
+            return
+        if all(n.done or not n.notify for n in notifiers):
+            session.reply(server_tx, request, 481, "Subscription Does Not Exist", now)
+            return
+        session.reply(server_tx, request, 200, "OK", now, [("Expires", str(SUBSCRIPTION_EXPIRES))])
+
+    def _on_out_of_dialog_subscribe(
+        self, server_tx: ServerTransaction, request: SipRequest, now: float
+    ) -> None:
+        event = (request.headers.get("Event") or "").split(";")[0].strip().lower()
+        if event == "refer":
+            self.calls.ua.respond(server_tx, request, 403, "No REFER to subscribe to", now)
+        else:
+            self.calls.ua.respond(server_tx, request, 489, "Bad Event", now)
 
     def _on_out_of_dialog_refer(
         self, server_tx: ServerTransaction, request: SipRequest, now: float

@@ -544,3 +544,60 @@ def test_refer_and_notify_are_allowed_in_every_call(net: Net) -> None:
     assert "REFER" in net.phones["b"].ua.allow()
     assert "REFER" in net.phones["b"].calls.get(b_id).session.allow()
     assert "NOTIFY" in net.phones["a"].calls.get(a_id).session.allow()
+
+
+def _subscribe_from_a(net: Net, a_id: str, event: str) -> int:
+    a = net.phones["a"]
+    session = a.calls.get(a_id).session
+    assert session.dialog is not None
+    request = session.dialog.create_request(
+        "SUBSCRIBE",
+        ids=a.ua.ids,
+        contact=session.contact,
+        extra_headers=[("Event", event), ("Expires", "0")],
+    )
+    rec = Recorder()
+    a.ua.send_request(request, rec, net.now)
+    net.pump()
+    return rec.responses[0].status
+
+
+def test_in_dialog_subscribe_for_the_refer_subscription(net: Net) -> None:
+    """baresip 1.0 ends its refer subscription with SUBSCRIBE after the final NOTIFY."""
+    a = net.phones["a"]
+    a_id, _ = connect(net)
+    assert _subscribe_from_a(net, a_id, "refer") == 403  # no REFER yet
+    assert _subscribe_from_a(net, a_id, "dialog") == 489
+    assert a.transfers.transfer(a_id, "sip:c@192.0.2.3", net.now)
+    net.pump()
+    assert _subscribe_from_a(net, a_id, "refer") == 200  # live: refreshed
+    net.phones["c"].calls.reject(
+        net.phones["c"].calls.active_calls()[0].id, net.now, 486, "Busy Here"
+    )
+    net.pump()
+    assert _subscribe_from_a(net, a_id, "refer") == 481  # terminated by the final NOTIFY
+
+
+def test_out_of_dialog_subscribe_is_refused() -> None:
+    net = Net(make_phone("b"), make_phone("x"))
+    x = net.phones["x"]
+    statuses = []
+    for n, event in enumerate(("refer", "presence")):
+        request = make_request(
+            "SUBSCRIBE",
+            "sip:b@192.0.2.2",
+            headers=[
+                ("Max-Forwards", "70"),
+                ("From", f"<sip:x@192.0.2.66>;tag=s{n}"),
+                ("To", "<sip:b@192.0.2.2>"),
+                ("Call-ID", f"sub-{n}"),
+                ("CSeq", "1 SUBSCRIBE"),
+                ("Contact", "<sip:x@192.0.2.66>"),
+                ("Event", event),
+            ],
+        )
+        rec = Recorder()
+        x.ua.send_request(request, rec, net.now)
+        net.pump()
+        statuses.append(rec.responses[0].status)
+    assert statuses == [403, 489]

@@ -1,0 +1,180 @@
+"""Blind transfer (RFC 3515/7647, RFC 5589 section 6) between a deskphone and real baresips.
+
+Through the shared Kamailio, users 1051-1060. baresip 1.0 can start a transfer (menu command
+``transfer <uri>``: an in-dialog REFER) and follows a REFER it receives (it calls the target and
+reports progress by NOTIFY), but does not hang up the original call itself: the transferor's
+BYE ends it.
+
+* deskphone as transferee: baresip X calls the phone, then transfers it to baresip Y; the phone
+  answers the REFER, calls Y, and ends the call with X itself once Y answers.
+* deskphone as transferor: the phone calls baresip A, transfers A to baresip B through the
+  action API; A calls B, its NOTIFY 200 makes the phone end its call with A.
+* a toll-fraud target in X's REFER (T26) is refused by the phone (403, no INVITE); baresip then
+  ends the call itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.interop.baresip import Baresip
+from tests.interop.kamailio import Kamailio
+from tests.interop.phone import PhoneProcess
+from tests.interop.test_calls_baresip import Sniffer, connected, deskphone, ended
+
+
+@pytest.fixture
+def wire() -> Iterator[Callable[[int], Sniffer]]:
+    """Capture what one UDP port sends on lo (AF_PACKET: root, as in CI)."""
+    made: list[Sniffer] = []
+
+    def make(port: int) -> Sniffer:
+        try:
+            made.append(Sniffer(port))
+        except PermissionError:
+            pytest.skip("capturing packets needs root (CI runs as root)")
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def _sip(payloads: list[bytes], first_line_prefix: bytes) -> list[bytes]:
+    """Captured SIP messages whose first line starts with ``first_line_prefix``.
+
+    lo shows each datagram twice (out and in) and retransmissions are byte-identical: dedupe.
+    """
+    return [p for p in dict.fromkeys(payloads) if p.startswith(first_line_prefix)]
+
+
+def _cseq_method(message: bytes) -> bytes:
+    line = next(x for x in message.split(b"\r\n") if x.lower().startswith(b"cseq:"))
+    return line.split()[-1]
+
+
+def _body(message: bytes) -> bytes:
+    return message.split(b"\r\n\r\n", 1)[1]
+
+
+def _one_call(phone: PhoneProcess, what: str, **match: Any) -> dict[str, Any]:
+    return phone.wait_call(lambda c: all(c.get(k) == v for k, v in match.items()), 15, what)
+
+
+def test_deskphone_as_transferee_follows_baresips_refer(
+    kamailio: Kamailio,
+    phones: Callable[..., PhoneProcess],
+    make_baresip: Any,
+    tmp_path: Path,
+    wire: Callable[[int], Sniffer],
+) -> None:
+    target: Baresip = make_baresip("1053", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
+    transferor: Baresip = make_baresip("1051", kamailio=kamailio, codecs=["PCMU"])
+    phone, _ = deskphone(phones, kamailio, "1052", tmp_path)
+    sent_by_phone = wire(phone.sip_port)
+
+    transferor.dial(kamailio.aor("1052"))
+    ringing = phone.wait_call(lambda c: c["state"] == "ringing", 10, "the phone to ring")
+    phone.call_action(ringing["id"], "answer")
+    transferor.wait_event("CALL_ESTABLISHED", 10)
+    phone.wait_call(connected(ringing["id"]), 5, "connected")
+
+    transferor.command("transfer", kamailio.aor("1053"))
+    target.wait_event("CALL_ESTABLISHED", 15)
+    new = _one_call(phone, "the call to the target", state="connected", direction="outgoing")
+    assert "1053" in new["remote"]
+    original = phone.wait_call(ended(ringing["id"]), 10, "the original call to end")
+    assert original["transfer"] == "done" and original["transfer_status"] == 200
+    assert original["transfer_role"] == "transferee"
+    assert original["end_cause"] in ("local_bye", "remote_bye")
+    transferor.wait_event("CALL_CLOSED", 10)
+    time.sleep(0.3)  # let the last datagrams reach the capture
+    sent = sent_by_phone.close()
+    # RFC 7647: the REFER is answered 200, never 202.
+    # baresip ends its refer subscription with an in-dialog SUBSCRIBE: understood, not 501.
+    assert not _sip(sent, b"SIP/2.0 501"), _sip(sent, b"SIP/2.0 501")
+    refer_answers = [p for p in _sip(sent, b"SIP/2.0 ") if _cseq_method(p) == b"REFER"]
+    assert [p.split(b"\r\n", 1)[0] for p in refer_answers] == [b"SIP/2.0 200 OK"]
+    # T4: every NOTIFY body is one status line: 100 Trying, then the target's 200 OK.
+    notifies = _sip(sent, b"NOTIFY ")
+    assert [_body(n) for n in notifies] == [b"SIP/2.0 100 Trying\r\n", b"SIP/2.0 200 OK\r\n"]
+    assert b"Subscription-State: terminated;reason=noresource" in notifies[-1]
+    assert all(b"Event: refer\r\n" in n for n in notifies)
+    # The INVITE to the target carries the transferor as Referred-By (baresip sends one).
+    invites = [p for p in _sip(sent, b"INVITE sip:1053@") if b"Referred-By" in p]
+    assert invites or b"Referred-By" not in b"".join(_sip(sent, b"INVITE "))
+    phone.call_action(new["id"], "hangup")
+    target.wait_event("CALL_CLOSED", 10)
+
+
+def test_deskphone_as_transferor_moves_baresip_a_to_baresip_b(
+    kamailio: Kamailio,
+    phones: Callable[..., PhoneProcess],
+    make_baresip: Any,
+    tmp_path: Path,
+    wire: Callable[[int], Sniffer],
+) -> None:
+    transferee: Baresip = make_baresip("1055", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
+    target: Baresip = make_baresip("1056", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
+    phone, _ = deskphone(phones, kamailio, "1054", tmp_path)
+    sent_by_phone = wire(phone.sip_port)
+
+    call = phone.dial("1055")
+    phone.wait_call(connected(call["id"]), 10, "connected to A")
+    transferee.wait_event("CALL_ESTABLISHED", 10)
+
+    started = phone.call_action(call["id"], "transfer", target="1056")
+    assert started["transfer"] == "trying" and started["transfer_role"] == "transferor"
+    assert started["transfer_to"] == f"sip:1056@{kamailio.domain}"
+    # A (the transferee) calls B: B answers, A's NOTIFY 200 makes the phone hang up A.
+    target.wait_event("CALL_ESTABLISHED", 15)
+    done = phone.wait_call(ended(call["id"]), 15, "the call with A to end")
+    assert done["transfer"] == "done" and done["transfer_status"] == 200
+    assert done["end_cause"] == "local_bye"
+    # A and B still talk after the phone left.
+    time.sleep(0.5)  # bounded: a wrong BYE would close B's call within this window
+    assert "CALL_CLOSED" not in target.event_types()
+    sent = sent_by_phone.close()
+    # Hold (sendonly re-INVITE) came before the REFER; the REFER names B and us.
+    reinvites = [p for p in _sip(sent, b"INVITE ") if b"a=sendonly" in p]
+    assert reinvites, "the phone did not hold A before transferring"
+    (refer,) = _sip(sent, b"REFER ")
+    assert f"Refer-To: <sip:1056@{kamailio.domain}>".encode() in refer
+    assert b"Referred-By: <sip:1054@" in refer
+    assert _sip(sent, b"BYE ")  # the phone ended its call with A after the NOTIFY 200
+    transferee.hangup()
+    target.wait_event("CALL_CLOSED", 10)
+
+
+def test_toll_fraud_target_in_a_real_refer_is_refused_without_dialling(
+    kamailio: Kamailio, phones: Callable[..., PhoneProcess], make_baresip: Any, tmp_path: Path
+) -> None:
+    transferor: Baresip = make_baresip("1057", kamailio=kamailio, codecs=["PCMU"])
+    phone, _ = deskphone(phones, kamailio, "1058", tmp_path)
+    transferor.dial(kamailio.aor("1058"))
+    ringing = phone.wait_call(lambda c: c["state"] == "ringing", 10, "the phone to ring")
+    phone.call_action(ringing["id"], "answer")
+    transferor.wait_event("CALL_ESTABLISHED", 10)
+
+    transferor.command("transfer", f"sip:00900123456@{kamailio.domain}")
+    deadline = time.monotonic() + 10
+    while "REFER refused: 403" not in phone.log() and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the phone's log as an external observer
+    assert "REFER refused: 403" in phone.log()
+    time.sleep(0.5)  # bounded window in which a wrongly accepted REFER would dial out
+    calls = phone.status()["calls"]
+    # No call to the premium target was placed; only the call from X exists.
+    assert [c["direction"] for c in calls] == ["incoming"], calls
+    assert "transfer" not in calls[0]  # nothing was started on the phone's side
+    # baresip 1.0 learns the reason (TRANSFER_FAILED with our 403) and then sends BYE by
+    # itself (without a CALL_CLOSED event): the phone's call ends as remote_bye.
+    failed = transferor.wait_event("TRANSFER_FAILED", 5)
+    assert "403" in str(failed), failed
+    done = phone.wait_call(ended(ringing["id"]), 10, "baresip's BYE after its failed transfer")
+    assert done["end_cause"] == "remote_bye"
+    assert len(phone.status()["calls"]) == 1
