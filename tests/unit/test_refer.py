@@ -199,6 +199,7 @@ def test_blind_transfer_every_role_on_the_wire(net: Net) -> None:
     assert refer.headers.get("Refer-To") == "<sip:c@192.0.2.3>"
     assert refer.headers.get("Referred-By") == "<sip:a@192.0.2.1>"
     assert refer.call_id == requests(b, "INVITE")[0].call_id  # in the call's dialog
+    assert refer.headers.get("Refer-Sub") is None  # T17: never Refer-Sub: false to a non-GRUU
     # Transferee: 200 (RFC 7647), never 202; NOTIFY 100 Trying at once.
     assert [r.status for r in responses(a, "REFER")] == [200]
     first = requests(a, "NOTIFY")[0]
