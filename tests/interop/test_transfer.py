@@ -128,6 +128,10 @@ def test_deskphone_as_transferor_moves_baresip_a_to_baresip_b(
     phone.wait_call(connected(call["id"]), 10, "connected to A")
     transferee.wait_event("CALL_ESTABLISHED", 10)
 
+    code, body = phone.post(f"/api/calls/{call['id']}/transfer", {})
+    assert code == 400 and "target" in str(body), body
+    code, body = phone.post(f"/api/calls/{call['id']}/transfer", {"target": "sip:bad uri@x"})
+    assert code == 400, body
     started = phone.call_action(call["id"], "transfer", target="1056")
     assert started["transfer"] == "trying" and started["transfer_role"] == "transferor"
     assert started["transfer_to"] == f"sip:1056@{kamailio.domain}"
@@ -136,6 +140,8 @@ def test_deskphone_as_transferor_moves_baresip_a_to_baresip_b(
     done = phone.wait_call(ended(call["id"]), 15, "the call with A to end")
     assert done["transfer"] == "done" and done["transfer_status"] == 200
     assert done["end_cause"] == "local_bye"
+    code, _ = phone.post(f"/api/calls/{call['id']}/transfer", {"target": "1056"})
+    assert code == 409
     # A and B still talk after the phone left.
     time.sleep(0.5)  # bounded: a wrong BYE would close B's call within this window
     assert "CALL_CLOSED" not in target.event_types()
