@@ -100,8 +100,12 @@ class BufferSource:
 
     def read(self, n: int) -> np.ndarray:
         if self.loop:
-            idx = (self.position + np.arange(n)) % len(self.pcm)
-            self.position = (self.position + n) % len(self.pcm)
+            start, total = self.position, len(self.pcm)
+            if start + n <= total:  # the common case: one slice, no index array
+                self.position = (start + n) % total
+                return self.pcm[start : start + n].copy()
+            idx = (start + np.arange(n)) % total
+            self.position = (start + n) % total
             return self.pcm[idx]
         chunk = self.pcm[self.position : self.position + n]
         self.position += len(chunk)
@@ -206,7 +210,9 @@ class WavFileSink:
     def write(self, pcm: np.ndarray) -> None:
         if self._wav is None:
             return
-        self._wav.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
+        # writeframesraw: writeframes would also rewrite the header (3 seeks, a write) on
+        # every frame; we patch it on flush() instead, about once a second
+        self._wav.writeframesraw(np.asarray(pcm, dtype="<i2").tobytes())
         self.samples += len(pcm)
         self._unflushed += len(pcm)
         if self._unflushed >= self.rate * self.FLUSH_SAMPLES_S:

@@ -46,7 +46,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .plc import ComfortNoise, rms
+from .pcm import rms
+from .plc import ComfortNoise
 from .rtp import RtpPacket, seq_delta, ts_delta
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ class JitterBuffer:
         self._last_dur = self.frame
         self._missing = 0  # consecutive frames concealed or noise-filled
         self._last_rms = 0.0
+        self._piece_rms: float | None = None  # RMS of the frame just assembled, if one packet
         self._off_target = 0  # consecutive frames with the delay outside the soft band
         self._count = 0  # packets in this stream, indexes the windows below
         self._min_q: deque[tuple[int, float]] = deque()  # monotonic queue: windowed min transit
@@ -306,17 +308,25 @@ class JitterBuffer:
             return self._filler()
         if err > self.SOFT_BAND:
             pcm, kind = self._assemble()
-            if stale or kind != AUDIO or rms(pcm) < self.quiet_rms or err > self.FORCE_DROP:
+            level = self._frame_rms(pcm) if kind == AUDIO else 0.0
+            if stale or kind != AUDIO or level < self.quiet_rms or err > self.FORCE_DROP:
                 c["dropped"] += 1
                 c[kind] -= 1  # the frame never reached the loudspeaker
                 self._off_target = 0
             else:
-                self._last_rms = rms(pcm)
+                self._last_rms = level
                 return pcm, kind
         pcm, kind = self._assemble()
         if kind == AUDIO:
-            self._last_rms = rms(pcm)
+            self._last_rms = self._frame_rms(pcm)
         return pcm, kind
+
+    def _frame_rms(self, pcm: np.ndarray) -> float:
+        """RMS of the frame `_assemble` just returned: reuses the decoded packet's level when
+        the frame is exactly that packet (the usual case), so it is computed once a frame."""
+        if self._piece_rms is not None:
+            return self._piece_rms
+        return rms(pcm)
 
     def _delay_at(self, now: float, ts: int) -> float:
         """Playout delay if media timestamp `ts` were played at `now`."""
@@ -353,8 +363,13 @@ class JitterBuffer:
         """Take one frame's worth of media from the buffer, decoding or concealing as needed."""
         n = self.pcm_frame
         kind = self._carry_kind if self._carry.size else AUDIO
+        whole = not self._carry.size  # the frame may turn out to be one decoded piece
+        self._piece_rms = None
         while len(self._carry) < n:
             piece, piece_kind = self._next_piece()
+            if not (whole and piece_kind == AUDIO and len(piece) == n):
+                self._piece_rms = None
+            whole = False
             self._carry = np.concatenate((self._carry, piece)) if self._carry.size else piece
             self._carry_kind = piece_kind  # what is left over belongs to the last piece
             if piece_kind != AUDIO and kind == AUDIO:
@@ -375,7 +390,8 @@ class JitterBuffer:
             self._play_ts = ts + dur
             self._last_dur = dur
             self._missing = 0
-            self.noise.observe(pcm)
+            self._piece_rms = rms(pcm)
+            self._observe_noise(self._piece_rms)
             return pcm, AUDIO
         # Lost (or not sent: silence suppression): one packet's worth of concealment.
         self._missing += 1
@@ -384,6 +400,16 @@ class JitterBuffer:
         if self._missing > self.conceal_frames:
             return self.noise.generate(samples), COMFORT_NOISE
         return self._fit(self.decoder.conceal(samples), samples), CONCEALED
+
+    def _observe_noise(self, level: float) -> None:
+        """`ComfortNoise.observe` from a level we have already measured (its rule: follow
+        quieter frames at once, louder ones by +6 % a frame, within [floor, ceiling]), so
+        the RMS of each decoded frame is computed once, not three times."""
+        noise = self.noise
+        if level < noise.level:
+            noise.level = max(noise.floor, level)
+        else:
+            noise.level = min(noise.ceiling, noise.level * 1.06)
 
     @staticmethod
     def _fit(pcm: np.ndarray, n: int) -> np.ndarray:

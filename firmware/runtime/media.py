@@ -127,7 +127,11 @@ class MediaSession:
         self._jb: JitterBuffer | None = None
         self._jb_pt: int | None = None
         self._jb_sink: ResamplingSink | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._start_time = 0.0  # time base of the ticker: tick n is due at start + n * period
+        self._period = 0.0
+        self._n = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._readers = False
         self.running = False
@@ -215,7 +219,11 @@ class MediaSession:
         loop.add_reader(self.sockets.rtcp.fileno(), self._on_readable, self.sockets.rtcp, True)
         self._readers = True
         self.running = True
-        self._task = loop.create_task(self._run(), name=f"media-{self.call_id}")
+        self._stopped = loop.create_future()
+        self._period = self.ptime / 1000.0
+        self._start_time = loop.time()
+        self._n = 1
+        self._schedule()
 
     def stop(self, reason: str | None = None) -> None:
         """Send the RTCP BYE, stop the ticker and let go of the sockets (idempotent)."""
@@ -231,14 +239,16 @@ class MediaSession:
                 with contextlib.suppress(ValueError, OSError):
                     self._loop.remove_reader(sock.fileno())
             self._readers = False
-        if self._task is not None:
-            self._task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
         self.sockets.unclaim()
 
     async def wait_stopped(self) -> None:
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._stopped is not None:
+            await self._stopped
 
     # ----- DTMF -----------------------------------------------------------------------------
 
@@ -279,36 +289,44 @@ class MediaSession:
 
     # ----- the ticker -----------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        period = self.ptime / 1000.0
-        start = loop.time()
-        n = 0
-        while self.running:
-            n += 1
-            deadline = start + n * period
-            fine = FINE_WAIT if self.negotiated.sending else 0.0  # held calls need no precision
-            delay = deadline - loop.time() - fine
-            if delay > 0:
-                await asyncio.sleep(delay)
-            rest = deadline - loop.time()
-            if fine and rest > 0:
-                time.sleep(min(rest, fine))  # see FINE_WAIT
-            now = loop.time()
+    # A plain loop timer per tick (loop.call_at), not a task awaiting asyncio.sleep(): the
+    # task would cost two loop iterations and a Future per tick, 50 times a second.
+
+    def _schedule(self) -> None:
+        """Arm the timer for tick n, due at the absolute time start + n * period."""
+        assert self._loop is not None
+        deadline = self._start_time + self._n * self._period
+        fine = FINE_WAIT if self.negotiated.sending else 0.0  # held calls need no precision
+        self._timer = self._loop.call_at(deadline - fine, self._on_timer, deadline)
+
+    def _on_timer(self, deadline: float) -> None:
+        if not self.running:
+            return
+        assert self._loop is not None
+        try:
+            rest = deadline - self._loop.time()
+            if rest > 0 and self.negotiated.sending:
+                time.sleep(min(rest, FINE_WAIT))  # see FINE_WAIT
+            now = self._loop.time()
             self._lateness.append(now - deadline)
+            period = self._period
             behind = int((now - deadline) / period)
             if behind > MAX_CATCH_UP:
                 # A stall (CPU, GC): skip the lost media time rather than bursting it out.
                 self._sender.skip(self._frame_ts * behind)
                 self.counters["skipped_frames"] += behind
-                n += behind
+                self._n += behind
             try:
                 self._tick(now)
             except Exception:
                 log.exception("call %s: media tick failed", self.call_id)
+            self._n += 1
             if self.ptime / 1000.0 != period:  # re-INVITE changed ptime: new time base
-                period = self.ptime / 1000.0
-                start, n = deadline, 0
+                self._period = self.ptime / 1000.0
+                self._start_time, self._n = deadline, 1
+        finally:
+            if self.running:
+                self._schedule()
 
     def _tick(self, now: float) -> None:
         n = self.negotiated
