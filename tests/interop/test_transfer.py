@@ -9,6 +9,7 @@ BYE ends it.
   answers the REFER, calls Y, and ends the call with X itself once Y answers.
 * deskphone as transferor: the phone calls baresip A, transfers A to baresip B through the
   action API; A calls B, its NOTIFY 200 makes the phone end its call with A.
+* deskphone as transferor when B rejects A's call: A's failure NOTIFY makes the phone resume A.
 * a toll-fraud target in X's REFER (T26) is refused by the phone (403, no INVITE); baresip then
   ends the call itself.
 """
@@ -184,3 +185,35 @@ def test_toll_fraud_target_in_a_real_refer_is_refused_without_dialling(
     done = phone.wait_call(ended(ringing["id"]), 10, "baresip's BYE after its failed transfer")
     assert done["end_cause"] == "remote_bye"
     assert len(phone.status()["calls"]) == 1
+
+
+def test_deskphone_as_transferor_resumes_when_the_target_rejects(
+    kamailio: Kamailio,
+    phones: Callable[..., PhoneProcess],
+    make_baresip: Any,
+    tmp_path: Path,
+    wire: Callable[[int], Sniffer],
+) -> None:
+    transferee: Baresip = make_baresip("1059", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
+    target: Baresip = make_baresip("1060", kamailio=kamailio, codecs=["PCMU"])
+    phone, _ = deskphone(phones, kamailio, "1054", tmp_path)  # reused: tests run in turn
+    sent_by_phone = wire(phone.sip_port)
+
+    call = phone.dial("1059")
+    phone.wait_call(connected(call["id"]), 10, "connected to A")
+    transferee.wait_event("CALL_ESTABLISHED", 10)
+    phone.call_action(call["id"], "transfer", target="1060")
+    target.wait_event("CALL_INCOMING", 15)
+    target.hangup()  # B refuses the call from A
+    back = phone.wait_call(
+        lambda c: c["id"] == call["id"] and c.get("transfer") == "failed", 15, "the failed NOTIFY"
+    )
+    assert back["transfer_status"] >= 400
+    resumed = phone.wait_call(connected(call["id"]), 10, "the call with A resumed")
+    assert resumed["held"] is False
+    sent = sent_by_phone.close()
+    assert not _sip(sent, b"BYE ")
+    last_reinvite = [p for p in _sip(sent, b"INVITE ") if b"a=sendonly" not in p][-1]
+    assert b"a=sendrecv" in last_reinvite or b"a=send" not in last_reinvite
+    phone.call_action(call["id"], "hangup")
+    transferee.wait_event("CALL_CLOSED", 10)
