@@ -160,6 +160,8 @@ class CallManager:
         # Features (e.g. firmware.call.refer.TransferService) hear of each call and its changes
         # through call_added(call) and call_synced(call, now).
         self.features: list[Any] = []
+        # In-dialog methods features handle (REFER, NOTIFY...), advertised in every call's Allow.
+        self.dialog_methods: list[str] = []
         ua.handlers["INVITE"] = self._on_invite
 
     # ----- helpers --------------------------------------------------------------------------
@@ -227,6 +229,7 @@ class CallManager:
             dest=info.dest,
             user_agent=self.user_agent,
             session_timer=self.session_timer,
+            advertise=self.dialog_methods,
             late_offer=late_offer,
             extra_headers=extra_headers,
         )
@@ -271,6 +274,7 @@ class CallManager:
             now=now,
             user_agent=self.user_agent,
             session_timer=self.session_timer,
+            advertise=self.dialog_methods,
         )
         if session.state is State.TERMINATED:  # refused at once (e.g. 422 Min-SE)
             self.ports.release(call_key)

@@ -185,6 +185,9 @@ class TransferService:
         self._last_refer_cseq: dict[str, int] = {}
         self._transfers: dict[str, _Transfer] = {}  # call id -> our transfer of that call
         self.calls.features.append(self)
+        self.calls.dialog_methods += [
+            m for m in ("REFER", "NOTIFY", "SUBSCRIBE") if m not in self.calls.dialog_methods
+        ]
         ua = self.calls.ua
         ua.handlers["REFER"] = self._on_out_of_dialog_refer
         # In-dialog SUBSCRIBE (a transferor refreshing or ending its refer subscription) must get
@@ -203,7 +206,7 @@ class TransferService:
         call.session.extensions["SUBSCRIBE"] = lambda s, tx, req, now: self._on_subscribe(
             call, tx, req, now
         )
-        invite = call.session._invite_request if call.direction == "incoming" else None
+        invite = call.session.initial_request if call.direction == "incoming" else None
         referred_by = invite.headers.get("Referred-By") if invite is not None else None
         if referred_by:
             call.extras["referred_by"] = referred_by

@@ -206,6 +206,8 @@ class InviteSession:
         self.refreshes = 0  # completed session refreshes, in either direction
         # In-dialog methods handled by features (e.g. "REFER", "NOTIFY"): fn(session, tx, req, now)
         self.extensions: dict[str, Any] = {}
+        # Methods features will handle in this dialog, advertised in Allow from the first message.
+        self.advertise: tuple[str, ...] = ()
         self._glare_method = "INVITE"
 
     # ----- construction ------------------------------------------------------------------------
@@ -228,9 +230,11 @@ class InviteSession:
         late_offer: bool = False,
         dest: Hashable | None = None,
         session_timer: SessionTimerConfig | None = None,
+        advertise: Iterable[str] = (),
     ) -> InviteSession:
         """Place a call: send the INVITE with our offer (or none for a late-offer INVITE)."""
         session = cls(host, media, is_uac=True, contact=contact, user_agent=user_agent)
+        session.advertise = tuple(advertise)
         session._digest = digest
         session.dest = dest
         if session_timer is not None:
@@ -249,7 +253,7 @@ class InviteSession:
             ("Call-ID", new_call_id(ids)),
             ("CSeq", f"{1 + ids.randbelow(2**16)} INVITE"),
             ("Contact", contact),
-            ("Allow", ALLOW),
+            ("Allow", session.allow()),
             *([("Supported", session.supported)] if session.supported else []),
             ("User-Agent", user_agent),
             *extra_headers,
@@ -277,6 +281,7 @@ class InviteSession:
         now: float,
         user_agent: str = "deskphone/0.1",
         session_timer: SessionTimerConfig | None = None,
+        advertise: Iterable[str] = (),
     ) -> InviteSession:
         """Take a new incoming INVITE: the phone rings (180) in an early dialog.
 
@@ -284,6 +289,7 @@ class InviteSession:
         (RFC 4028 section 8.1; THREATS T19) and the returned session is already terminated.
         """
         session = cls(host, media, is_uac=False, contact=contact, user_agent=user_agent)
+        session.advertise = tuple(advertise)
         session._server_tx = server_tx
         session._invite_request = request
         session._local_tag = new_tag(host.ids)
@@ -546,7 +552,7 @@ class InviteSession:
         if status < 300 and status > 100:
             response.headers.add("Contact", self.contact)
         if 200 <= status < 300:
-            response.headers.add("Allow", ALLOW)
+            response.headers.add("Allow", self.allow())
             if self.supported:
                 response.headers.add("Supported", self.supported)
         response.headers.add("Server", self.user_agent)
@@ -664,7 +670,15 @@ class InviteSession:
 
     def allow(self) -> str:
         """Allow for this dialog: the core INVITE-usage methods plus registered extensions."""
-        return ", ".join([ALLOW, *self.extensions])
+        extra = [m for m in dict.fromkeys([*self.advertise, *self.extensions]) if m not in ALLOW]
+        return ", ".join([ALLOW, *extra])
+
+    @property
+    def initial_request(self) -> SipRequest:
+        """The INVITE that started this session (ours, or the one we received)."""
+        request = self.invite if self.is_uac else self._invite_request
+        assert request is not None
+        return request
 
     def reply(
         self,
@@ -737,7 +751,7 @@ class InviteSession:
             body, offer_pending = self.media.make_offer(), True  # offer in our 2xx
         else:
             body, offer_pending = b"", False  # UPDATE as a session refresh
-        headers = [("Contact", self.contact), ("Allow", ALLOW)]
+        headers = [("Contact", self.contact), ("Allow", self.allow())]
         decision = self._refresh_terms(request)
         if decision is not None and decision.rejected:
             self.reply(
@@ -778,7 +792,7 @@ class InviteSession:
             body=offer,
             extra_headers=[
                 ("Content-Type", SDP),
-                ("Allow", ALLOW),
+                ("Allow", self.allow()),
                 ("User-Agent", self.user_agent),
             ],
         )
