@@ -199,6 +199,20 @@ class MediaSession:
         )
         self._apply(negotiated)
 
+    # ----- conference hook (firmware/runtime/conference.py) ---------------------------------
+
+    def set_audio(self, source: Source, sink: Sink) -> tuple[Source, Sink]:
+        """Swap where this call's audio comes from and goes to, mid-call (a conference bridge
+        puts its leg adapters here, and the device back when the call leaves); returns the
+        previous (source, sink). Closing either stays the caller's business."""
+        old = (self._raw_source, self._raw_sink)
+        self._raw_source, self._raw_sink = source, sink
+        self._source = ResamplingSource(source, self.codec.sample_rate)
+        self._sink_frame = sink.rate * self.ptime // 1000
+        if self._jb_sink is not None:
+            self._jb_sink = ResamplingSink(sink, self._jb_sink.rate)
+        return old
+
     # ----- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
