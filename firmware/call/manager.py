@@ -162,6 +162,8 @@ class CallManager:
         self.features: list[Any] = []
         # In-dialog methods features handle (REFER, NOTIFY...), advertised in every call's Allow.
         self.dialog_methods: list[str] = []
+        # firmware.call.replaces.ReplacesService: vets INVITEs with Replaces before anything rings.
+        self.replaces: Any = None
         ua.handlers["INVITE"] = self._on_invite
 
     # ----- helpers --------------------------------------------------------------------------
@@ -249,6 +251,8 @@ class CallManager:
         return call
 
     def _on_invite(self, server_tx: ServerTransaction, request: SipRequest, now: float) -> None:
+        if self.replaces is not None and self.replaces.refuse(server_tx, request, now):
+            return
         if len(self.active_calls()) >= self.max_calls:
             self.ua.respond(server_tx, request, 486, "Busy Here", now)
             return
@@ -350,6 +354,16 @@ class CallManager:
         call.held = False
         self._sync(call, now)
         return True
+
+    def conference(self, call_ids: Iterable[str], now: float) -> list[str]:
+        """Ready calls to be mixed into a local conference: held ones are resumed (a plain
+        re-INVITE, RFC 3264 8.4); the mixing is the runtime's. Returns the ids resumed.
+        RuntimeError naming the call when one is neither connected nor held."""
+        calls = [self.get(call_id) for call_id in call_ids]
+        for call in calls:
+            if call.state not in ("connected", "held"):
+                raise RuntimeError(f"call {call.id} is {call.state}, not connected or held")
+        return [c.id for c in calls if c.held and self.resume(c.id, now)]
 
     # ----- events from sessions -------------------------------------------------------------
     def process(self, now: float) -> None:

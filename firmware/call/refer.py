@@ -24,7 +24,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from firmware.sip.errors import SipParseError
 from firmware.sip.headers import parse_name_addr, split_list
@@ -140,9 +140,12 @@ class _Transfer:
     target: str
     refer_cseq: int
     held_by_us: bool
-    state: str = "trying"  # trying | done | failed
+    state: str = "trying"  # waiting (attended, consultation still ringing) | trying | done | failed
     status: int | None = None
     tx: ClientTransaction | None = None
+    consult: Call | None = (
+        None  # attended transfer: the consultation call whose dialog we hand over
+    )
 
 
 @dataclass
@@ -214,6 +217,7 @@ class TransferService:
 
     def call_synced(self, call: Call, now: float) -> None:
         """A triggered call moved on: report it to the transferor and settle the original."""
+        self._consultation_synced(call, now)
         notifier = self._by_new_call.get(call.id)
         if notifier is None or notifier.done:
             return
@@ -450,6 +454,76 @@ class TransferService:
         transfer.tx = session.host.send_request(refer, _ReferOwner(self, transfer), now)
         return True
 
+    # ----- transferor, attended (RFC 5589 section 7) ----------------------------------------------
+    def transfer_attended(self, call_id: str, consult_id: str, now: float) -> bool:
+        """Hand call ``call_id`` over to the party of consultation call ``consult_id``.
+
+        REFER with Refer-To: <consultation peer's Contact?Replaces=<our dialog with it>> (RFC 5589
+        7.3; the Contact reaches that very device, so no Require: replaces is needed, and our own
+        UA core does not accept Require: replaces yet). If the consultation call still rings, the
+        REFER waits until it is answered (RFC 5589 7.6: a ringing target cannot be replaced).
+        """
+        if call_id == consult_id:
+            return False
+        call, consult = self.calls.get(call_id), self.calls.get(consult_id)
+        if call.state not in ("connected", "held") or call.session.dialog is None:
+            return False
+        if consult.direction != "outgoing" and consult.state not in ("connected", "held"):
+            return False
+        if consult.state not in ("calling", "early", "connected", "held"):
+            return False
+        existing = self._transfers.get(call_id)
+        if existing is not None and existing.state in ("waiting", "trying"):
+            return False
+        held_by_us = call.state == "connected" and self.calls.hold(call_id, now)
+        if consult.state == "connected":
+            self.calls.hold(consult_id, now)
+        transfer = _Transfer(call, "", 0, held_by_us, state="waiting", consult=consult)
+        self._transfers[call_id] = transfer
+        call.extras.update(
+            transfer="waiting",
+            transfer_role="transferor",
+            transfer_status=None,
+            transfer_to_call=consult_id,
+        )
+        if consult.state in ("connected", "held"):
+            self._send_attended_refer(transfer, now)
+        return True
+
+    def _consultation_synced(self, consult: Call, now: float) -> None:
+        for transfer in list(self._transfers.values()):
+            if transfer.consult is not consult or transfer.state != "waiting":
+                continue
+            if consult.state in ("connected", "held"):
+                self._send_attended_refer(transfer, now)
+            elif consult.state == "ended":
+                self._transfer_over(transfer, consult.end_status or 487, now)
+
+    def _send_attended_refer(self, transfer: _Transfer, now: float) -> None:
+        call, consult = transfer.call, transfer.consult
+        assert consult is not None
+        session, dialog, c_dialog = call.session, call.session.dialog, consult.session.dialog
+        if dialog is None or c_dialog is None or not c_dialog.remote_tag or call.state == "ended":
+            self._transfer_over(transfer, 481, now)
+            return
+        transfer.target = attended_refer_to(
+            c_dialog.remote_target, c_dialog.call_id, c_dialog.remote_tag, c_dialog.local_tag
+        )
+        info = self.calls.accounts(call.account)
+        refer = dialog.create_request(
+            "REFER",
+            ids=session.host.ids,
+            contact=session.contact,
+            extra_headers=[
+                ("Refer-To", f"<{transfer.target}>"),
+                ("Referred-By", f"<{info.aor}>"),
+                ("User-Agent", session.user_agent),
+            ],
+        )
+        transfer.refer_cseq, transfer.state = refer.cseq.number, "trying"
+        call.extras.update(transfer="trying", transfer_to=transfer.target)
+        transfer.tx = session.host.send_request(refer, _ReferOwner(self, transfer), now)
+
     def _on_refer_response(self, transfer: _Transfer, status: int, reason: str, now: float) -> None:
         if status < 200 or transfer.state != "trying":
             return
@@ -488,6 +562,7 @@ class TransferService:
             call.extras["transfer_status"] = status
         if status is not None and status >= 200:
             self._transfer_over(transfer, status, now)
+            # Attended: the target BYEs its replaced dialog with us (RFC 3891); nothing to send.
         elif terminated:
             self._transfer_over(transfer, status or 487, now)
 
@@ -507,3 +582,17 @@ class TransferService:
         """The transfer fields of one call's status (empty when there was no transfer)."""
         call = self.calls.get(call_id)
         return {k: v for k, v in call.extras.items() if k.startswith(("transfer", "referred"))}
+
+
+def attended_refer_to(
+    target: Any, call_id: str, to_tag: str, from_tag: str, *, require: bool = False
+) -> str:
+    """Refer-To URI carrying Replaces of our dialog with the target (RFC 5589 7.3, RFC 3261 19.1.5).
+
+    ``to_tag`` is the target's own tag (our remote tag), ``from_tag`` ours: the tags as the
+    target will match them. The whole header value is escaped, ';' and '=' included.
+    """
+    replaces = quote(f"{call_id};to-tag={to_tag};from-tag={from_tag}", safe="")
+    uri = target.copy(headers={}) if isinstance(target, SipURI) else parse_uri(str(target))
+    suffix = "&Require=replaces" if require else ""
+    return f"{uri}?Replaces={replaces}{suffix}"
