@@ -17,6 +17,7 @@ from typing import Any
 
 from firmware.call.manager import AccountInfo, CallManager
 from firmware.call.refer import DEFAULT_DENY, ReferPolicy, TransferService
+from firmware.call.replaces import ReplacesService
 from firmware.provisioning.config import AccountConfig, PhoneConfig
 from firmware.runtime.addresses import Address, resolve_target
 from firmware.runtime.api import ActionError, ApiServer
@@ -104,6 +105,8 @@ class Phone:
                 deny=DEFAULT_DENY if tr.deny is None else tr.deny,
             ),
         )
+        # INVITE with Replaces (attended transfer target, RFC 3891): peer or transferor only.
+        self.replaces = ReplacesService(self.calls)
 
     def _on_dtmf(self, call_id: str, digit: str) -> None:
         """A digit the far end sent (RFC 4733), for status and (later) the UI."""
@@ -218,6 +221,8 @@ class Phone:
         elif action == "resume":
             if not self.calls.resume(call_id, now):
                 raise ActionError(409, f"call {call_id} is not held")
+        elif action == "transfer" and "target_call" in body:
+            self._transfer_attended(call_id, body["target_call"], now)
         elif action == "transfer":
             target = body.get("target")
             if not isinstance(target, str) or not target.strip():
@@ -244,6 +249,16 @@ class Phone:
                 raise ActionError(409, f"cannot send DTMF on call {call_id}: {e}") from None
         self._after_calls()
         return self.calls.get(call_id).status(now)
+
+    def _transfer_attended(self, call_id: str, target_call: Any, now: float) -> None:
+        """Attended transfer (RFC 5589 7): hand ``call_id`` to the consultation call's party."""
+        if not isinstance(target_call, str) or target_call == call_id:
+            raise ActionError(400, 'body needs "target_call": the id of the consultation call')
+        if target_call not in self.calls.calls or self.calls.calls[target_call].state == "ended":
+            raise ActionError(404, f"no call {target_call!r}")
+        if not self.transfers.transfer_attended(call_id, target_call, now):
+            state = self.calls.get(call_id).state
+            raise ActionError(409, f"call {call_id} cannot be transferred now ({state})")
 
     def _after_calls(self) -> None:
         """Let the media engine follow the calls, then send what the core produced."""
