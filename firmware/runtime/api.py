@@ -19,7 +19,17 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[], dict[str, Any]]
-CALL_ACTIONS = ("answer", "hangup", "hold", "resume", "dtmf", "reject", "transfer")
+CALL_ACTIONS = (
+    "answer",
+    "hangup",
+    "hold",
+    "resume",
+    "dtmf",
+    "reject",
+    "transfer",
+    "conference",
+    "drop",
+)
 
 
 class ActionError(Exception):

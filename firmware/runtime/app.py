@@ -21,6 +21,7 @@ from firmware.call.replaces import ReplacesService
 from firmware.provisioning.config import AccountConfig, PhoneConfig
 from firmware.runtime.addresses import Address, resolve_target
 from firmware.runtime.api import ActionError, ApiServer
+from firmware.runtime.conference import ConferenceBridge
 from firmware.runtime.progress_tones import ProgressTonePlayer
 from firmware.runtime.state import DeviceState
 from firmware.runtime.transports import Flow, TlsConfig, TransportError, TransportManager
@@ -95,6 +96,7 @@ class Phone:
             else None,
         )
         self.media.on_dtmf = self._on_dtmf
+        self.conference = ConferenceBridge()  # local 3-way: calls mixed with the handset
         tr = config.transfer
         self.transfers = TransferService(
             self.calls,
@@ -213,8 +215,10 @@ class Phone:
             self.calls.reject(
                 call_id, now, int(body.get("status", 486)), str(body.get("reason", "Busy Here"))
             )
-        elif action == "hangup":
+        elif action in ("hangup", "drop"):  # "drop": a party leaves the conference
             self.calls.hangup(call_id, now)
+        elif action == "conference":
+            self._conference(call_id, body.get("with"), now)
         elif action == "hold":
             if not self.calls.hold(call_id, now):
                 raise ActionError(409, f"call {call_id} cannot be held now ({call.state})")
@@ -250,6 +254,23 @@ class Phone:
         self._after_calls()
         return self.calls.get(call_id).status(now)
 
+    def _conference(self, call_id: str, other: Any, now: float) -> None:
+        """Mix `call_id` and `other` (and any calls already conferenced) with the handset."""
+        if not isinstance(other, str) or other == call_id:
+            raise ActionError(400, 'body needs "with": the id of another call')
+        ids = [call_id, other]
+        if other not in self.calls.calls or self.calls.calls[other].state == "ended":
+            raise ActionError(404, f"no call {other!r}")
+        missing = [c for c in ids if c not in self.media.sessions]
+        if missing:
+            raise ActionError(409, f"call {missing[0]} has no media yet")
+        try:
+            self.calls.conference(ids, now)  # resumes held legs
+        except RuntimeError as e:
+            raise ActionError(409, str(e)) from None
+        for c in ids:
+            self.conference.add(c, self.media.sessions[c])
+
     def _transfer_attended(self, call_id: str, target_call: Any, now: float) -> None:
         """Attended transfer (RFC 5589 7): hand ``call_id`` to the consultation call's party."""
         if not isinstance(target_call, str) or target_call == call_id:
@@ -267,6 +288,7 @@ class Phone:
         self.tones.follow(self.calls.calls.values(), time.monotonic())
         for change in changes:
             self.media.apply(change)
+        self.conference.sync(self.media.sessions)  # ended calls leave the conference
         self._pump()
 
     # ----- lifecycle -----------------------------------------------------------------------
@@ -543,6 +565,7 @@ class Phone:
             },
             "registrations": regs,
             "calls": [self._call_status(c) for c in self.calls.calls.values()],
+            "conference": self.conference.members,
         }
 
     def _call_status(self, call: Any) -> dict[str, Any]:

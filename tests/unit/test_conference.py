@@ -19,6 +19,8 @@ from firmware.runtime.conference import LOCAL, ConferenceBridge
 from firmware.runtime.media import MediaSession
 from firmware.runtime.ports import PortAllocator
 from firmware.sip.ids import SeededIds
+from tests.unit.test_calls import Net, connect, requests
+from tests.unit.test_calls import net as _calls_net
 from tests.unit.test_media_session import negotiated, until
 
 
@@ -192,3 +194,33 @@ async def test_real_sessions_each_far_end_hears_both_others(tmp_path: Path) -> N
             s.stop()
         await asyncio.gather(*(s.wait_stopped() for s in legs.values()))
         ports.close()
+
+
+# ----- the call layer: conferencing resumes held legs with a plain re-INVITE ---------------
+
+net = _calls_net  # the two-phone SIP network fixture of test_calls
+
+
+def test_conference_resumes_a_held_leg_with_sendrecv_reinvite(net: Net) -> None:
+    a_id, _ = connect(net)
+    assert net.a.calls.hold(a_id, net.now)
+    net.pump()
+    invites = len(requests(net.b, "INVITE"))
+    assert net.a.calls.conference([a_id], net.now) == [a_id]
+    net.pump()
+    reinvite = requests(net.b, "INVITE")[-1]
+    assert len(requests(net.b, "INVITE")) == invites + 1
+    assert b"a=sendonly" not in reinvite.body and b"a=inactive" not in reinvite.body
+    assert net.a.calls.get(a_id).state == "connected"
+    # a connected leg needs nothing on the wire
+    assert net.a.calls.conference([a_id], net.now) == []
+    net.pump()
+    assert len(requests(net.b, "INVITE")) == invites + 1
+
+
+def test_conference_refuses_a_call_that_is_not_up(net: Net) -> None:
+    a_id, _ = connect(net)
+    net.a.calls.hangup(a_id, net.now)
+    net.pump()
+    with pytest.raises(RuntimeError, match=f"call {a_id} is ended"):
+        net.a.calls.conference([a_id], net.now)
