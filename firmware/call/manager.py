@@ -162,6 +162,8 @@ class CallManager:
         self.features: list[Any] = []
         # In-dialog methods features handle (REFER, NOTIFY...), advertised in every call's Allow.
         self.dialog_methods: list[str] = []
+        # firmware.call.replaces.ReplacesService: vets INVITEs with Replaces before anything rings.
+        self.replaces: Any = None
         ua.handlers["INVITE"] = self._on_invite
 
     # ----- helpers --------------------------------------------------------------------------
@@ -249,6 +251,8 @@ class CallManager:
         return call
 
     def _on_invite(self, server_tx: ServerTransaction, request: SipRequest, now: float) -> None:
+        if self.replaces is not None and self.replaces.refuse(server_tx, request, now):
+            return
         if len(self.active_calls()) >= self.max_calls:
             self.ua.respond(server_tx, request, 486, "Busy Here", now)
             return
