@@ -1,0 +1,72 @@
+"""Attended transfer (RFC 5589 section 7, RFC 3891 Replaces) between three deskphone processes.
+
+baresip 1.0 does not implement Replaces, so every role is a real deskphone, through the shared
+Kamailio (users 1045-1050): A (1045) calls B (1046), then C (1047); A transfers B to C through the
+action API (``transfer`` with ``target_call``). B follows A's REFER with an INVITE carrying
+Replaces of the A-C dialog to C's Contact; C answers it at once and BYEs A; B's NOTIFY 200 makes A
+BYE B. At the end B and C talk and A has no call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.interop.kamailio import Kamailio
+from tests.interop.phone import PhoneProcess
+from tests.interop.test_calls_baresip import connected, deskphone, ended
+
+
+def _call(phone: PhoneProcess, callee: PhoneProcess, number: str) -> tuple[str, str]:
+    """``phone`` dials ``number``; ``callee`` answers. Returns (caller's id, callee's id)."""
+    call = phone.dial(number)
+    ringing = callee.wait_call(lambda c: c["state"] == "ringing", 10, f"{number} to ring")
+    callee.call_action(ringing["id"], "answer")
+    phone.wait_call(connected(call["id"]), 10, f"call to {number} connected")
+    return call["id"], ringing["id"]
+
+
+def test_attended_transfer_between_three_deskphones(
+    kamailio: Kamailio, phones: Callable[..., PhoneProcess], tmp_path: Path
+) -> None:
+    a, _ = deskphone(phones, kamailio, "1045", tmp_path)
+    b, _ = deskphone(phones, kamailio, "1046", tmp_path)
+    c, _ = deskphone(phones, kamailio, "1047", tmp_path)
+    a_b, b_a = _call(a, b, "1046")
+    a_c, c_a = _call(a, c, "1047")
+
+    reply = a.call_action(a_b, "transfer", target_call=a_c)
+    assert reply["transfer_role"] == "transferor"
+
+    # C: the replacement is answered without ringing and takes over; the A-C call is BYEd.
+    new_c: dict[str, Any] = c.wait_call(
+        lambda x: x.get("replaces_call") == c_a and x["state"] == "connected",
+        15,
+        "C's replacement call",
+    )
+    assert "1046" in new_c["remote"]
+    old_c = c.wait_call(ended(c_a), 10, "C's call with A to end")
+    assert old_c["replaced_by"] == new_c["id"] and old_c["end_cause"] == "local_bye"
+    # B: the call to C is up and the call with A ended on the transfer's success.
+    new_b = b.wait_call(
+        lambda x: x["direction"] == "outgoing" and x["state"] == "connected", 10, "B calls C"
+    )
+    assert "1047" in new_b["remote"]
+    b.wait_call(ended(b_a), 10, "B's call with A to end")
+    # A: no call left; the transfer is reported done.
+    a.wait_for(lambda s: all(x["state"] == "ended" for x in s["calls"]), 10, "A to have no call")
+    assert a.call(a_b)["transfer"] == "done" and a.call(a_b)["transfer_status"] == 200
+    assert a.call(a_c)["end_cause"] == "remote_bye"
+    assert [x["id"] for x in c.status()["calls"] if x["state"] != "ended"] == [new_c["id"]]
+    assert [x["id"] for x in b.status()["calls"] if x["state"] != "ended"] == [new_b["id"]]
+
+
+def test_attended_transfer_action_errors(
+    kamailio: Kamailio, phones: Callable[..., PhoneProcess], tmp_path: Path
+) -> None:
+    a, _ = deskphone(phones, kamailio, "1048", tmp_path)
+    b, _ = deskphone(phones, kamailio, "1049", tmp_path)
+    a_b, _ = _call(a, b, "1049")
+    assert a.post(f"/api/calls/{a_b}/transfer", {"target_call": a_b})[0] == 400
+    assert a.post(f"/api/calls/{a_b}/transfer", {"target_call": "c999"})[0] == 404
