@@ -1,0 +1,111 @@
+"""Local 3-way conference mixed on the phone, with two real baresips (issue 4, acceptance 4).
+
+Through the shared Kamailio, users 1035-1040. The phone (1035, 1000 Hz on its ALSA `file`
+microphone) calls baresip A (1036, plays 440 Hz) and baresip B (1037, plays 1500 Hz), both
+auto-answering, and joins the two calls with the "conference" action. Both calls are set up
+without hold on purpose: baresip 1.0's -dec.wav recording stops growing after a re-INVITE
+(tests/interop/baresip.py), so a hold/resume towards a leg would blind the measurement. The
+phone may have two connected calls at once; conferencing them needs no SIP at all.
+
+What each party heard is cut into 0.5 s windows and looked at by FFT: A must have windows
+with both the phone's 1000 Hz and B's 1500 Hz, B windows with 1000 Hz and 440 Hz, and the
+phone's speaker windows with 440 Hz and 1500 Hz. Then B is dropped ("drop" = hangup of that
+leg): the conference dissolves, A's call continues, and A's last windows carry the phone's
+1000 Hz without B's tone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tests.interop.audio_files import read_wav
+from tests.interop.baresip import Baresip
+from tests.interop.kamailio import Kamailio
+from tests.interop.phone import PhoneProcess
+from tests.interop.test_calls_baresip import PHONE_TONE, connected, deskphone, ended
+
+A_TONE = 440.0
+B_TONE = 1500.0
+MIX_SECONDS = 3.0  # bounded observation windows
+AFTER_DROP_SECONDS = 2.0
+WINDOW = 0.5
+
+
+def windows_hearing(samples: np.ndarray, rate: int, freqs: list[float]) -> list[dict[float, float]]:
+    """Per 0.5 s window of sound: each frequency's spectral magnitude relative to the peak."""
+    n = int(rate * WINDOW)
+    out = []
+    bins = np.fft.rfftfreq(n, 1.0 / rate)
+    for start in range(0, len(samples) - n + 1, n):
+        chunk = samples[start : start + n]
+        if np.sqrt(np.mean(chunk**2)) < 0.01:
+            continue
+        mag = np.abs(np.fft.rfft((chunk - chunk.mean()) * np.hanning(n)))
+        top = float(mag.max())
+        out.append({f: float(mag[np.abs(bins - f) < 15].max()) / top for f in freqs})
+    return out
+
+
+def both(window: dict[float, float], a: float, b: float) -> bool:
+    return window[a] > 0.2 and window[b] > 0.2
+
+
+def test_three_way_conference_each_hears_both_others_then_one_drops(
+    kamailio: Kamailio,
+    phones: Callable[..., PhoneProcess],
+    make_baresip: Any,
+    tmp_path: Path,
+) -> None:
+    far_a: Baresip = make_baresip(
+        "1036", kamailio=kamailio, codecs=["PCMU"], auto_answer=True, tone_hz=A_TONE
+    )
+    far_b: Baresip = make_baresip(
+        "1037", kamailio=kamailio, codecs=["PCMU"], auto_answer=True, tone_hz=B_TONE
+    )
+    phone, files = deskphone(phones, kamailio, "1035", tmp_path)
+
+    call_a = phone.dial("1036")["id"]
+    phone.wait_call(connected(call_a), 10, "the call to A to connect")
+    far_a.wait_event("CALL_ESTABLISHED", 10)
+    call_b = phone.dial("1037")["id"]
+    phone.wait_call(connected(call_b), 10, "the call to B to connect")
+    far_b.wait_event("CALL_ESTABLISHED", 10)
+
+    joined = phone.call_action(call_a, "conference", **{"with": call_b})
+    assert joined["state"] == "connected" and joined["held"] is False
+    assert phone.status()["conference"] == [call_a, call_b]
+    time.sleep(MIX_SECONDS)  # everyone talks for a bounded time
+
+    phone.call_action(call_b, "drop")
+    far_b.wait_event("CALL_CLOSED", 10)
+    phone.wait_call(ended(call_b), 5, "B's leg to end")
+    status = phone.status()
+    assert status["conference"] == []
+    assert [c["state"] for c in status["calls"] if c["id"] == call_a] == ["connected"]
+    time.sleep(AFTER_DROP_SECONDS)  # the two-party call goes on
+    stats = phone.call(call_a)["media"]
+    assert stats["packets_received"] > 100 and stats["packets_sent"] > 100, stats
+    phone.call_action(call_a, "hangup")
+    far_a.wait_event("CALL_CLOSED", 10)
+
+    heard_a = read_wav(far_a.received_wavs()[0])
+    heard_b = read_wav(far_b.received_wavs()[0])
+    wa = windows_hearing(heard_a.samples, heard_a.rate, [PHONE_TONE, B_TONE, A_TONE])
+    wb = windows_hearing(heard_b.samples, heard_b.rate, [PHONE_TONE, A_TONE, B_TONE])
+    assert sum(both(w, PHONE_TONE, B_TONE) for w in wa) >= 3, f"A never heard phone+B: {wa}"
+    assert sum(both(w, PHONE_TONE, A_TONE) for w in wb) >= 3, f"B never heard phone+A: {wb}"
+    assert all(w[A_TONE] < 0.05 for w in wa), f"A heard itself: {wa}"
+    assert all(w[B_TONE] < 0.05 for w in wb), f"B heard itself: {wb}"
+    # after the drop: A still hears the phone, and no longer B
+    tail = wa[-2:]
+    assert all(w[PHONE_TONE] > 0.5 and w[B_TONE] < 0.05 for w in tail), f"after drop: {wa}"
+
+    rate = 48000
+    played = np.frombuffer(files.playback.read_bytes(), dtype="<i2").astype(np.float64) / 32768
+    wp = windows_hearing(played, rate, [A_TONE, B_TONE, PHONE_TONE])
+    assert sum(both(w, A_TONE, B_TONE) for w in wp) >= 3, f"the phone never heard A+B: {wp}"
