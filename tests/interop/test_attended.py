@@ -5,16 +5,24 @@ Kamailio (users 1045-1050): A (1045) calls B (1046), then C (1047); A transfers 
 action API (``transfer`` with ``target_call``). B follows A's REFER with an INVITE carrying
 Replaces of the A-C dialog to C's Contact; C answers it at once and BYEs A; B's NOTIFY 200 makes A
 BYE B. At the end B and C talk and A has no call.
+
+Replayed Replaces (THREATS T3) from sipp, straight to a phone process: data/replaces_replay.xml
+calls the phone, moves the call to a second dialog with INVITE + Replaces, then replays the same
+Replaces: the phone must answer 603 and nothing rings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess
+from tests.interop.sipp import SippResult
 from tests.interop.test_calls_baresip import connected, deskphone, ended
 
 
@@ -70,3 +78,35 @@ def test_attended_transfer_action_errors(
     a_b, _ = _call(a, b, "1049")
     assert a.post(f"/api/calls/{a_b}/transfer", {"target_call": a_b})[0] == 400
     assert a.post(f"/api/calls/{a_b}/transfer", {"target_call": "c999"})[0] == 404
+
+
+@pytest.fixture
+def lone_phone(tmp_path: Path) -> Iterator[PhoneProcess]:
+    p = PhoneProcess(tmp_path, accounts=[])
+    p.start()
+    yield p
+    p.kill()
+
+
+def test_replayed_replaces_gets_603_and_nothing_rings(
+    lone_phone: PhoneProcess, sipp: Callable[..., SippResult]
+) -> None:
+    phone = lone_phone
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(sipp, "replaces_replay.xml", ("127.0.0.1", phone.sip_port), timeout=30)
+        ringing = phone.wait_call(lambda c: c["state"] == "ringing", 10, "sipp's call to ring")
+        phone.call_action(ringing["id"], "answer")
+        result = run.result(timeout=60)
+    assert result.ok, result.explain()
+    invites = [i for i, m in enumerate(result.messages) if m.first_line.startswith("INVITE ")]
+    assert len(invites) == 3
+    # Between the replayed INVITE and its final answer, nothing but (maybe) 100 Trying.
+    replay = [m.status for m in result.messages[invites[2] + 1 :] if m.direction == "received"]
+    assert replay[: replay.index(603) + 1] in ([603], [100, 603]), replay
+    calls = phone.status()["calls"]
+    # Two calls: the first (replaced, BYEd by the phone) and the replacement (ended by sipp's
+    # BYE); the replay never became a call.
+    assert len(calls) == 2, calls
+    first, second = calls
+    assert first["replaced_by"] == second["id"] and second["replaces_call"] == first["id"]
+    assert first["end_cause"] == "local_bye" and second["end_cause"] == "remote_bye"
