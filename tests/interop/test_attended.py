@@ -70,6 +70,31 @@ def test_attended_transfer_between_three_deskphones(
     assert [x["id"] for x in b.status()["calls"] if x["state"] != "ended"] == [new_b["id"]]
 
 
+def test_attended_transfer_while_the_consultation_call_still_rings(
+    kamailio: Kamailio, phones: Callable[..., PhoneProcess], tmp_path: Path
+) -> None:
+    """The REFER waits for C to answer (a ringing target cannot be replaced, RFC 3891 3)."""
+    a, _ = deskphone(phones, kamailio, "1048", tmp_path)
+    b, _ = deskphone(phones, kamailio, "1049", tmp_path)
+    c, _ = deskphone(phones, kamailio, "1050", tmp_path)
+    a_b, b_a = _call(a, b, "1049")
+    a_c = a.dial("1050")["id"]
+    ringing = c.wait_call(lambda x: x["state"] == "ringing", 10, "C to ring")
+    reply = a.call_action(a_b, "transfer", target_call=a_c)
+    assert reply["transfer"] == "waiting"
+    c.call_action(ringing["id"], "answer")
+    new_c = c.wait_call(
+        lambda x: x.get("replaces_call") == ringing["id"] and x["state"] == "connected",
+        15,
+        "C's replacement call",
+    )
+    c.wait_call(ended(ringing["id"]), 10, "C's call with A to end")
+    b.wait_call(ended(b_a), 10, "B's call with A to end")
+    a.wait_for(lambda s: all(x["state"] == "ended" for x in s["calls"]), 10, "A to have no call")
+    assert a.call(a_b)["transfer"] == "done"
+    assert [x["id"] for x in c.status()["calls"] if x["state"] != "ended"] == [new_c["id"]]
+
+
 def test_attended_transfer_action_errors(
     kamailio: Kamailio, phones: Callable[..., PhoneProcess], tmp_path: Path
 ) -> None:
