@@ -409,3 +409,68 @@ def test_t14_replacement_adding_video_gets_video_port_0(net: Net) -> None:
     body = ok[0].body.decode()
     assert "m=audio " in body and "m=audio 0 " not in body
     assert "m=video 0 " in body
+
+
+def _crafted_invite(net: Net, replaces: str, sdp_codec: str, tag: str) -> list[int]:
+    """An INVITE+Replaces from A's identity with a one-codec offer; the statuses it got."""
+    pt, name = sdp_codec.split(" ")
+    sdp = (
+        "v=0\r\no=x 1 1 IN IP4 192.0.2.66\r\ns=-\r\nc=IN IP4 192.0.2.66\r\nt=0 0\r\n"
+        f"m=audio 4000 RTP/AVP {pt}\r\na=rtpmap:{pt} {name}\r\n"
+    ).encode()
+    invite = make_request(
+        "INVITE",
+        "sip:c@192.0.2.3",
+        headers=[
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:a@192.0.2.1>;tag={tag}"),
+            ("To", "<sip:c@192.0.2.3>"),
+            ("Call-ID", f"move-{tag}"),
+            ("CSeq", "1 INVITE"),
+            ("Contact", f"<sip:x@{HOSTS['x']}>"),
+            ("Replaces", replaces),
+            ("Content-Type", "application/sdp"),
+        ],
+        body=sdp,
+    )
+    rec = Recorder()
+    net.phones["x"].ua.send_request(invite, rec, net.now)
+    net.pump()
+    return [r.status for r in rec.responses]
+
+
+def test_unusable_offer_is_488_and_the_old_call_stays_replaceable(net: Net) -> None:
+    a, c = net.phones["a"], net.phones["c"]
+    a_c = consult(net)
+    replaces = replaces_for_c(net, a_c)
+    assert _crafted_invite(net, replaces, "18 G729/8000", "bad1") == [488]
+    assert a.calls.get(a_c).state == "connected" and requests(a, "BYE") == []
+    assert [k.state for k in live(c)] == ["connected"]
+    assert "replaced_by" not in live(c)[0].extras
+    assert _crafted_invite(net, replaces, "0 PCMU/8000", "good1")[-1] == 200
+
+
+def test_transfer_attended_guards(net: Net) -> None:
+    a = net.phones["a"]
+    a_b, _ = connect(net)
+    assert not a.transfers.transfer_attended(a_b, a_b, net.now)
+    # A consultation call that rings HERE (incoming, unanswered) cannot be a transfer target.
+    net.phones["c"].calls.dial("sip:a@192.0.2.1", "line1", net.now)
+    net.pump()
+    incoming = [k for k in live(a) if k.direction == "incoming"][0]
+    assert incoming.state == "ringing"
+    assert not a.transfers.transfer_attended(a_b, incoming.id, net.now)
+    assert requests(net.phones["b"], "REFER") == []
+
+
+def test_original_call_hung_up_while_waiting_sends_no_refer(net: Net) -> None:
+    a, b = net.phones["a"], net.phones["b"]
+    a_b, _ = connect(net)
+    a_c = consult(net, answer=False)
+    assert a.transfers.transfer_attended(a_b, a_c, net.now)
+    net.pump()
+    a.calls.hangup(a_b, net.now)
+    net.pump()
+    answer_c(net)
+    assert requests(b, "REFER") == []
+    assert a.calls.get(a_c).state in ("connected", "held")
