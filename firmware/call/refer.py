@@ -9,7 +9,9 @@ the UA core (``ua.handlers["REFER"]``) and plays every blind-transfer role:
   by NOTIFY with a status-line-only sipfrag; the original call is ended (BYE) when the new one is
   answered and resumed when it fails;
 * transferor: `transfer()` holds the call, sends REFER with Refer-To and Referred-By, follows the
-  NOTIFYs and ends the call on a 2xx sipfrag (or resumes it on failure);
+  NOTIFYs and ends the call on a 2xx sipfrag (or resumes it on failure); `transfer_attended()`
+  does the same with Refer-To: <consultation peer's Contact?Replaces=...> (RFC 5589 section 7),
+  waiting for a still-ringing consultation call to be answered first;
 * target: an incoming INVITE's Referred-By is shown as ``referred_by`` (unverified, RFC 3892 has
   no token here).
 
