@@ -21,8 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import os
 import socket
+import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -66,8 +70,77 @@ MAX_CATCH_UP = 5  # frames: after a longer stall we skip media time instead of b
 DTMF_MS = 100  # duration of one digit (RFC 4733 2.5.1.2 suggests >= 40 ms; phones use ~100)
 DTMF_GAP_MS = 60  # audio between digits
 RECV_BUFFER = 4096
+RECV_PER_TICK = 64  # datagrams read per tick at most, so one flood cannot stall the ticker
+# Kernel receive timestamps (SO_TIMESTAMPNS, CLOCK_REALTIME): RTP is read once per tick, not
+# as it arrives, and the jitter buffer and RFC 3550 jitter still get true arrival times.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the option is named in 3.12+
+_TIMESPEC = {16: struct.Struct("=qq"), 8: struct.Struct("=ii")}  # 64- / 32-bit time_t
+_ANC_SPACE = socket.CMSG_SPACE(16)
 
 DtmfCallback = Callable[[str, str], None]  # (call_id, digit)
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+class Alarm:
+    """A Linux timerfd armed for an absolute CLOCK_MONOTONIC time: the ticker's wake-up.
+
+    The kernel's high-resolution timer makes the fd readable at the deadline itself, so the
+    event loop wakes once per tick, on time, where a loop timer (whole-millisecond epoll
+    timeouts) needs a second, blocking fine sleep to be precise. `create()` returns None
+    where there is no timerfd (not Linux, no libc): the ticker then uses loop timers.
+    """
+
+    CLOCK_MONOTONIC = 1
+    TFD_TIMER_ABSTIME = 1
+    TFD_FLAGS = os.O_NONBLOCK | os.O_CLOEXEC  # TFD_NONBLOCK | TFD_CLOEXEC (same values)
+
+    def __init__(self, libc: Any) -> None:
+        self._settime = libc.timerfd_settime
+        self._settime.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(_Itimerspec),
+            ctypes.c_void_p,
+        ]
+        self.fd: int = libc.timerfd_create(self.CLOCK_MONOTONIC, self.TFD_FLAGS)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self._spec = _Itimerspec()  # reused: it_interval stays 0 (one-shot)
+        self._ref = ctypes.byref(self._spec)
+
+    @classmethod
+    def create(cls) -> Alarm | None:
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            return cls(ctypes.CDLL(None, use_errno=True))
+        except (OSError, AttributeError) as e:
+            log.info("no timerfd (%s): the media ticker uses loop timers", e)
+            return None
+
+    def arm(self, when: float) -> None:
+        """Fire at `when`, seconds on CLOCK_MONOTONIC (at once if that has passed)."""
+        sec = int(when)
+        value = self._spec.it_value
+        value.tv_sec = sec
+        value.tv_nsec = min(int((when - sec) * 1e9), 999_999_999) or 1  # 0/0 would disarm
+        if self._settime(self.fd, self.TFD_TIMER_ABSTIME, self._ref, None) < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+
+    def clear(self) -> None:
+        """Consume the expiry so the fd stops being readable."""
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.fd, 8)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class MediaSession:
@@ -128,6 +201,9 @@ class MediaSession:
         self._jb_pt: int | None = None
         self._jb_sink: ResamplingSink | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._alarm: Alarm | None = None
+        self._alarm_deadline = 0.0
+        self._last_drain = 0.0
         self._stopped: asyncio.Future[None] | None = None
         self._start_time = 0.0  # time base of the ticker: tick n is due at start + n * period
         self._period = 0.0
@@ -229,13 +305,20 @@ class MediaSession:
             ids=self.ids,
             now=loop.time(),
         )
-        loop.add_reader(self.sockets.rtp.fileno(), self._on_readable, self.sockets.rtp, False)
+        # RTP is drained by the ticker (_drain_rtp), RTCP (rare) is read as it comes
+        try:
+            self.sockets.rtp.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError as e:  # not Linux: arrival times are then the tick's
+            log.debug("call %s: no receive timestamps: %s", self.call_id, e)
         loop.add_reader(self.sockets.rtcp.fileno(), self._on_readable, self.sockets.rtcp, True)
         self._readers = True
         self.running = True
         self._stopped = loop.create_future()
+        self._alarm = Alarm.create()
+        if self._alarm is not None:
+            loop.add_reader(self._alarm.fd, self._on_alarm)
         self._period = self.ptime / 1000.0
-        self._start_time = loop.time()
+        self._start_time = self._last_drain = loop.time()
         self._n = 1
         self._schedule()
 
@@ -249,13 +332,16 @@ class MediaSession:
         for ev in self._dtmf_rx.flush():
             self._report_dtmf(ev.digit)
         if self._readers and self._loop is not None:
-            for sock in (self.sockets.rtp, self.sockets.rtcp):
-                with contextlib.suppress(ValueError, OSError):
-                    self._loop.remove_reader(sock.fileno())
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self.sockets.rtcp.fileno())
             self._readers = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._alarm is not None and self._loop is not None:
+            self._loop.remove_reader(self._alarm.fd)
+            self._alarm.close()
+            self._alarm = None
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
         self.sockets.unclaim()
@@ -303,15 +389,26 @@ class MediaSession:
 
     # ----- the ticker -----------------------------------------------------------------------
 
-    # A plain loop timer per tick (loop.call_at), not a task awaiting asyncio.sleep(): the
-    # task would cost two loop iterations and a Future per tick, 50 times a second.
+    # One wake-up per tick, as a callback (a task awaiting asyncio.sleep() would cost two
+    # loop iterations and a Future per tick): a timerfd (Alarm) readable at the deadline,
+    # or where there is none a loop timer FINE_WAIT early plus a fine sleep.
 
     def _schedule(self) -> None:
-        """Arm the timer for tick n, due at the absolute time start + n * period."""
+        """Arm the wake-up for tick n, due at the absolute time start + n * period."""
         assert self._loop is not None
         deadline = self._start_time + self._n * self._period
+        if self._alarm is not None:
+            self._alarm_deadline = deadline
+            # loop time -> CLOCK_MONOTONIC (the same clock for asyncio's default loops)
+            self._alarm.arm(deadline + time.monotonic() - self._loop.time())
+            return
         fine = FINE_WAIT if self.negotiated.sending else 0.0  # held calls need no precision
         self._timer = self._loop.call_at(deadline - fine, self._on_timer, deadline)
+
+    def _on_alarm(self) -> None:
+        if self._alarm is not None:
+            self._alarm.clear()
+            self._on_timer(self._alarm_deadline)
 
     def _on_timer(self, deadline: float) -> None:
         if not self.running:
@@ -319,7 +416,7 @@ class MediaSession:
         assert self._loop is not None
         try:
             rest = deadline - self._loop.time()
-            if rest > 0 and self.negotiated.sending:
+            if rest > 0 and self._alarm is None and self.negotiated.sending:
                 time.sleep(min(rest, FINE_WAIT))  # see FINE_WAIT
             now = self._loop.time()
             self._lateness.append(now - deadline)
@@ -348,6 +445,7 @@ class MediaSession:
             self._send_frame()
         else:
             self._sender.skip(self._frame_ts)
+        self._drain_rtp()
         self._play_frame(now, n.receiving)
         if self._rtcp is not None and n.send_rtcp:
             data = self._rtcp.handle_timer(now)
@@ -457,6 +555,44 @@ class MediaSession:
                 self.receive_rtcp(data, now)
             else:
                 self.receive_rtp(data, now, addr)
+
+    def _drain_rtp(self) -> None:
+        """Read the RTP that arrived since the last tick, before this tick's playout.
+
+        Reading once per tick instead of waking for every packet halves the event loop's
+        wake-ups; playout is unchanged because the jitter buffer is only read here anyway,
+        and each packet keeps its kernel arrival time (clamped into the interval since the
+        previous drain, so a step of the wall clock cannot throw it far). Without kernel
+        timestamps (not Linux) a packet's arrival is the drain's time."""
+        assert self._loop is not None
+        sock = self.sockets.rtp
+        earliest = self._last_drain
+        # An arrival moved earlier than it was would lower the jitter buffer's minimum
+        # transit, i.e. add that much delay for the next 500 packets: so the upper clamp is
+        # re-read when a packet came in during this drain (the first packet of a stream
+        # builds its decoder and resampler, which takes a while).
+        latest = self._loop.time()
+        offset = time.time() - latest  # wall clock (the timestamps) -> loop clock
+        for _ in range(RECV_PER_TICK):
+            try:
+                data, anc, _flags, addr = sock.recvmsg(RECV_BUFFER, _ANC_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                log.debug("call %s: recvmsg failed: %s", self.call_id, e)
+                break
+            arrival = latest
+            if anc:
+                _level, kind, cdata = anc[0]
+                layout = _TIMESPEC.get(len(cdata))
+                if kind == SO_TIMESTAMPNS and layout is not None:
+                    sec, nsec = layout.unpack(cdata)
+                    arrival = sec + nsec * 1e-9 - offset
+                    if arrival > latest:
+                        latest = self._loop.time()
+                    arrival = min(latest, max(earliest, arrival))
+            self.receive_rtp(data, arrival, addr)
+        self._last_drain = self._loop.time()  # what is still queued arrived after this
 
     def receive_rtp(self, data: bytes, now: float, source: Any = None) -> None:
         """One RTP/SRTP datagram from the network (`source`: its address, for the latch)."""
