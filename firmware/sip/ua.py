@@ -41,7 +41,7 @@ from firmware.sip.validate import validate_request, validate_response
 log = logging.getLogger(__name__)
 
 # Option tags we implement (sent in Supported, accepted in Require).
-SUPPORTED: tuple[str, ...] = ("path", "outbound", "gruu", "timer")
+SUPPORTED: tuple[str, ...] = ("path", "outbound", "gruu", "timer", "replaces")
 ACCEPT = "application/sdp"
 NOT_ALLOWED = frozenset({"REGISTER"})  # recognised, answered 405, never advertised
 TRANSPORT_FAILURE = "Service Unavailable (transport failure)"
