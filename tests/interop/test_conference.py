@@ -82,6 +82,12 @@ def test_three_way_conference_each_hears_both_others_then_one_drops(
     phone.wait_call(connected(call_b), 10, "the call to B to connect")
     far_b.wait_event("CALL_ESTABLISHED", 10)
 
+    conf = f"/api/calls/{call_a}/conference"
+    assert phone.post(conf, {})[0] == 400  # no "with"
+    assert phone.post(conf, {"with": call_a})[0] == 400  # not with itself
+    code, reply = phone.post(conf, {"with": "c99"})
+    assert code == 404 and "c99" in reply["error"], reply
+    assert phone.status()["conference"] == []
     joined = phone.call_action(call_a, "conference", **{"with": call_b})
     assert joined["state"] == "connected" and joined["held"] is False
     assert phone.status()["conference"] == [call_a, call_b]
@@ -96,6 +102,8 @@ def test_three_way_conference_each_hears_both_others_then_one_drops(
     time.sleep(AFTER_DROP_SECONDS)  # the two-party call goes on
     stats = phone.call(call_a)["media"]
     assert stats["packets_received"] > 100 and stats["packets_sent"] > 100, stats
+    code, reply = phone.post(f"/api/calls/{call_a}/conference", {"with": call_b})
+    assert code == 404 and call_b in reply["error"], reply  # B's leg has ended
     phone.call_action(call_a, "hangup")
     far_a.wait_event("CALL_CLOSED", 10)
 
