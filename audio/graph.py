@@ -24,6 +24,8 @@ from audio.pcm import INT16_MAX, Resampler, silence, to_int16
 
 log = logging.getLogger(__name__)
 
+_WAV_SAMPLE = np.dtype("<i2")  # parsed once: a dtype string costs a lookup per call
+
 
 class GraphError(ValueError):
     """A node that cannot be built as asked (unreadable WAV, wrong format); says which file."""
@@ -212,7 +214,7 @@ class WavFileSink:
             return
         # writeframesraw: writeframes would also rewrite the header (3 seeks, a write) on
         # every frame; we patch it on flush() instead, about once a second
-        self._wav.writeframesraw(np.asarray(pcm, dtype="<i2").tobytes())
+        self._wav.writeframesraw(np.asarray(pcm, dtype=_WAV_SAMPLE).tobytes())
         self.samples += len(pcm)
         self._unflushed += len(pcm)
         if self._unflushed >= self.rate * self.FLUSH_SAMPLES_S:

@@ -95,7 +95,8 @@ class G711Encoder:
         self._table = table
 
     def encode(self, pcm: np.ndarray) -> bytes:
-        return self._table[np.asarray(pcm, dtype=np.int16).view(np.uint16)].tobytes()
+        # take(): the 1-D fast path of fancy indexing (this runs for every packet sent)
+        return self._table.take(np.asarray(pcm, dtype=np.int16).view(np.uint16)).tobytes()
 
 
 class G711Decoder:
@@ -106,7 +107,7 @@ class G711Decoder:
         self._plc = PitchPlc(8000)
 
     def decode(self, payload: bytes) -> np.ndarray:
-        return self._plc.good(self._table[np.frombuffer(payload, dtype=np.uint8)])
+        return self._plc.good(self._table.take(np.frombuffer(payload, dtype=np.uint8)))
 
     def conceal(self, samples: int) -> np.ndarray:
         return self._plc.conceal(samples)
