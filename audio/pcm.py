@@ -168,9 +168,7 @@ class Resampler:
         if len(pcm) == 0:  # np.convolve would swap its operands on a too-short buffer
             return silence(0)
         keep = self.taps - 1
-        buf = np.empty(keep + len(pcm), dtype=np.float64)
-        buf[:keep] = self._history
-        buf[keep:] = pcm
+        buf = np.concatenate((self._history, pcm), dtype=np.float64)
         total = self._consumed + len(pcm)
         end = (total * self.up + self.down - 1) // self.down  # first k with k*down >= total*up
         if self.down == 1 and self.fast:

@@ -136,8 +136,10 @@ class Alarm:
 
     def clear(self) -> None:
         """Consume the expiry so the fd stops being readable."""
-        with contextlib.suppress(BlockingIOError):
+        try:
             os.read(self.fd, 8)
+        except BlockingIOError:  # woken for an expiry already consumed
+            pass
 
     def close(self) -> None:
         os.close(self.fd)
@@ -607,7 +609,8 @@ class MediaSession:
         except RtpError:
             self.counters["rtp_invalid"] += 1
             return
-        if source is not None and self._latch.accept((source[0], source[1])):
+        latch = self._latch
+        if source is not None and latch.enabled and latch.accept((source[0], source[1])):
             log.info("call %s: RTP latched to %s:%d", self.call_id, source[0], source[1])
         n = self.negotiated
         if not n.receiving:
