@@ -24,6 +24,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
@@ -120,6 +121,25 @@ def parse_refer_to(request: SipRequest, policy: ReferPolicy) -> ReferTarget:
     if not policy.target_allowed(clean):
         raise ReferRefused(403, "Transfer target not allowed by policy")
     return ReferTarget(clean, headers, dropped)
+
+
+class _AfterNotify:
+    """Owner of a final NOTIFY: runs a continuation when its transaction ends."""
+
+    def __init__(self, then: Callable[[float], None]) -> None:
+        self._then: Callable[[float], None] | None = then
+
+    def _run(self, now: float) -> None:
+        then, self._then = self._then, None
+        if then is not None:
+            then(now)
+
+    def on_response(self, tx: Any, response: SipResponse, now: float) -> None:
+        if response.status >= 200:
+            self._run(now)
+
+    def on_timeout(self, tx: Any, now: float) -> None:
+        self._run(now)
 
 
 @dataclass
@@ -309,23 +329,42 @@ class TransferService:
             return
         notifier.done = True
         original = notifier.original
-        self._notify(notifier, f"SIP/2.0 {status} {reason}", now, final=True)
         original.extras.update(
             transfer="done" if status < 300 else "failed", transfer_status=status
         )
-        if original.state == "ended":
-            return
-        if 200 <= status < 300:
-            self.calls.hangup(original.id, now)
-        elif notifier.held_by_us:
-            self.calls.resume(original.id, now)
 
-    def _notify(self, notifier: _Notifier, status_line: str, now: float, *, final: bool) -> None:
-        """NOTIFY the transferor; the body is the status line only (T4, RFC 3515 5.3.3)."""
+        def then(when: float) -> None:
+            if original.state == "ended":
+                return
+            if 200 <= status < 300:
+                self.calls.hangup(original.id, when)
+            elif notifier.held_by_us:
+                self.calls.resume(original.id, when)
+
+        # The original call ends only after the transferor has our final NOTIFY (its answer or
+        # its timeout): a BYE racing ahead of it would leave the transferor unsure how the
+        # transfer ended (its NOTIFY would find no dialog). Usually the transferor BYEs first.
+        if not self._notify(notifier, f"SIP/2.0 {status} {reason}", now, final=True, then=then):
+            then(now)
+
+    def _notify(
+        self,
+        notifier: _Notifier,
+        status_line: str,
+        now: float,
+        *,
+        final: bool,
+        then: Callable[[float], None] | None = None,
+    ) -> bool:
+        """NOTIFY the transferor; the body is the status line only (T4, RFC 3515 5.3.3).
+
+        ``then(now)`` runs once the NOTIFY transaction ends (answered or timed out). Returns
+        False when no NOTIFY was sent (Refer-Sub: false, or the dialog is gone).
+        """
         session = notifier.original.session
         dialog = session.dialog
         if not notifier.notify or dialog is None or session.state is State.TERMINATED:
-            return
+            return False
         state = (
             "terminated;reason=noresource" if final else f"active;expires={SUBSCRIPTION_EXPIRES}"
         )
@@ -341,7 +380,8 @@ class TransferService:
                 ("User-Agent", session.user_agent),
             ],
         )
-        session.host.send_request(request, _Ignore(), now)
+        session.host.send_request(request, _AfterNotify(then) if then else _Ignore(), now)
+        return True
 
     def _on_subscribe(
         self, call: Call, server_tx: ServerTransaction, request: SipRequest, now: float
