@@ -3,18 +3,21 @@
 The protocol work is sans-IO in audio/ (RTP numbering, RTCP, SRTP, jitter buffer, DTMF,
 codecs); this module only moves bytes and keeps time. One ticker per session wakes on
 absolute monotonic deadlines (`start + n * ptime`, never an accumulated `sleep(0.02)`, so
-the send rate cannot drift), and on every tick it
+the send rate cannot drift) - a timerfd where there is one (`Alarm`), else a loop timer and a
+fine sleep - and on every tick it
 
   1. sends one frame: capture source -> resample to the codec rate -> encode -> RtpSender
      -> SRTP protect -> sendto (or an RFC 4733 DTMF packet in the same SSRC/sequence space);
-  2. plays one frame: JitterBuffer.get(now) -> resample to the device rate -> playback sink;
-  3. sends RTCP when the RtcpSession's randomised ~5 s timer is due.
+  2. reads the RTP that arrived since the last tick (sockets bound by
+     firmware/runtime/ports.py), each datagram with its kernel arrival time: SRTP unprotect
+     (failures and replays are dropped and counted by reason), parse, telephone-event to the
+     DtmfReceiver, audio to the JitterBuffer;
+  3. plays one frame: JitterBuffer.get(now) -> resample to the device rate -> playback sink;
+  4. sends RTCP when the RtcpSession's randomised ~5 s timer is due.
 
-Received datagrams are handled as they arrive (`loop.add_reader` on the sockets that
-firmware/runtime/ports.py bound for the call): SRTP unprotect (failures and replays are
-dropped and counted by reason), parse, telephone-event to the DtmfReceiver, audio to the
-JitterBuffer with its arrival time. Hold is the negotiated direction: nothing is sent when
-not sending, received media is ignored when not receiving.
+One event-loop wake-up per tick is what keeps a call's CPU cost down (bench/media_cpu.py).
+RTCP is read as it arrives (`loop.add_reader`). Hold is the negotiated direction: nothing is
+sent when not sending, received media is ignored when not receiving.
 """
 
 from __future__ import annotations
@@ -61,8 +64,8 @@ from firmware.sip.offer_answer import NegotiatedMedia
 log = logging.getLogger(__name__)
 
 # asyncio wakes up to ~1 ms late (epoll timeouts are whole milliseconds, rounded up), which
-# alone would put the RTP send jitter near 1 ms. So the ticker sleeps on the loop until
-# FINE_WAIT before the deadline and then blocks in a high-resolution nanosleep for the rest:
+# alone would put the RTP send jitter near 1 ms. Without a timerfd the ticker sleeps on the
+# loop until FINE_WAIT before the deadline and then blocks in a high-resolution nanosleep:
 # at most FINE_WAIT of loop time per frame, and no CPU burnt spinning. Only sessions that
 # send do this (a held call's ticker would only delay the active one's).
 FINE_WAIT = 0.0015
