@@ -44,6 +44,17 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip locally when this machine lacks something a test needs; in CI that is an error.
+
+    CI must prove the feature, so an environment that cannot run the test fails the run
+    rather than letting it pass by skipping.
+    """
+    if in_ci():
+        pytest.fail(f"{reason}; CI=true, so this cannot be skipped", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
 def require_tool(name: str) -> str:
     """Path of executable `name`; skip the test if missing, fail instead when running in CI."""
     path = shutil.which(name)

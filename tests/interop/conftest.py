@@ -34,6 +34,7 @@ from tests.interop.certs import TestPKI, make_pki
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess
 from tests.interop.sipp import SippResult, run_sipp
+from tests.interop.sniff import sniffer  # noqa: F401  (fixture)
 
 _KAMAILIO_FIXTURES = ("kamailio", "kamailio_sha256")
 

@@ -11,11 +11,8 @@ the phone's status; SRTP must make the RTP on the wire unreadable.
 from __future__ import annotations
 
 import re
-import socket
-import struct
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from tests.interop.audio_files import dominant_frequency, tone_of
 from tests.interop.baresip import Baresip
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess
+from tests.interop.sniff import Sniffer
 
 ROOT = Path(__file__).resolve().parents[2]
 ASOUNDRC = ROOT / "tests" / "data" / "alsa" / "asoundrc"
@@ -169,57 +167,6 @@ def test_baresip_calls_deskphone_which_answers_and_gets_hung_up_on(
 
     assert_tone(playback_tone(phone, files), BARESIP_TONE, "deskphone")
     assert_tone(tone_of(far.received_wavs()[0]), PHONE_TONE, "baresip")
-
-
-class Sniffer:
-    """Captures UDP datagrams on the loopback interface (AF_PACKET; needs root, as CI has)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.payloads: list[bytes] = []
-        self._stop = threading.Event()
-        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
-        self._sock.bind(("lo", 0))
-        self._sock.settimeout(0.2)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                frame = self._sock.recv(65535)
-            except TimeoutError:
-                continue
-            ip = frame[14:]
-            if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
-                continue
-            ihl = (ip[0] & 0x0F) * 4
-            src_port = struct.unpack("!H", ip[ihl : ihl + 2])[0]
-            if src_port == self.port:
-                self.payloads.append(ip[ihl + 8 :])
-
-    def close(self) -> list[bytes]:
-        self._stop.set()
-        self._thread.join(2)
-        self._sock.close()
-        return self.payloads
-
-
-@pytest.fixture
-def sniffer() -> Iterator[Callable[[int], Sniffer]]:
-    made: list[Sniffer] = []
-
-    def make(port: int) -> Sniffer:
-        try:
-            s = Sniffer(port)
-        except PermissionError:
-            pytest.skip("capturing packets needs root (CI runs as root)")
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
 
 
 def test_srtp_over_tls_both_ways_and_the_wire_is_not_plaintext(

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import conftest as root_conftest
+from tests.conftest import skip_or_fail
 from tests.interop.kamailio import Kamailio, KamailioError
 from tests.interop.sipp import DATA_DIR, SippResult, parse_message_log
 
@@ -193,7 +194,7 @@ def test_kamailio_answers_options_over_udp(kamailio: Kamailio) -> None:
 
 def test_kamailio_answers_options_over_udp_ipv6(kamailio: Kamailio) -> None:
     if kamailio.udp6_addr is None:
-        pytest.skip("IPv6 loopback is not available on this machine")
+        skip_or_fail("IPv6 loopback is not available on this machine")
     client = UdpClient(kamailio.udp6_addr)
     try:
         reply = client.exchange(
@@ -307,7 +308,7 @@ def test_sipp_register_over_tcp(kamailio: Kamailio, sipp: Callable[..., SippResu
 
 def test_sipp_register_over_udp_ipv6(kamailio: Kamailio, sipp: Callable[..., SippResult]) -> None:
     if kamailio.udp6_addr is None:
-        pytest.skip("IPv6 loopback is not available on this machine")
+        skip_or_fail("IPv6 loopback is not available on this machine")
     result = sipp(
         "register_auth.xml",
         kamailio.udp6_addr,

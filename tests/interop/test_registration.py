@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import skip_or_fail
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess
 
@@ -166,7 +167,7 @@ def test_registers_over_ipv6(
     kamailio: Kamailio, phones: Callable[..., PhoneProcess], tmp_path: Path
 ) -> None:
     if kamailio.udp6_addr is None:
-        pytest.skip("IPv6 loopback is not available on this machine")
+        skip_or_fail("IPv6 loopback is not available on this machine")
     host, port = kamailio.udp6_addr
     from tests.interop.phone import free_port
 

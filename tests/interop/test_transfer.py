@@ -17,33 +17,15 @@ BYE ends it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.interop.baresip import Baresip
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess
-from tests.interop.test_calls_baresip import Sniffer, connected, deskphone, ended
-
-
-@pytest.fixture
-def wire() -> Iterator[Callable[[int], Sniffer]]:
-    """Capture what one UDP port sends on lo (AF_PACKET: root, as in CI)."""
-    made: list[Sniffer] = []
-
-    def make(port: int) -> Sniffer:
-        try:
-            made.append(Sniffer(port))
-        except PermissionError:
-            pytest.skip("capturing packets needs root (CI runs as root)")
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
+from tests.interop.sniff import Sniffer
+from tests.interop.test_calls_baresip import connected, deskphone, ended
 
 
 def _sip(payloads: list[bytes], first_line_prefix: bytes) -> list[bytes]:
@@ -72,12 +54,12 @@ def test_deskphone_as_transferee_follows_baresips_refer(
     phones: Callable[..., PhoneProcess],
     make_baresip: Any,
     tmp_path: Path,
-    wire: Callable[[int], Sniffer],
+    sniffer: Callable[[int], Sniffer],
 ) -> None:
     target: Baresip = make_baresip("1053", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
     transferor: Baresip = make_baresip("1051", kamailio=kamailio, codecs=["PCMU"])
     phone, _ = deskphone(phones, kamailio, "1052", tmp_path)
-    sent_by_phone = wire(phone.sip_port)
+    sent_by_phone = sniffer(phone.sip_port)
 
     transferor.dial(kamailio.aor("1052"))
     ringing = phone.wait_call(lambda c: c["state"] == "ringing", 10, "the phone to ring")
@@ -118,12 +100,12 @@ def test_deskphone_as_transferor_moves_baresip_a_to_baresip_b(
     phones: Callable[..., PhoneProcess],
     make_baresip: Any,
     tmp_path: Path,
-    wire: Callable[[int], Sniffer],
+    sniffer: Callable[[int], Sniffer],
 ) -> None:
     transferee: Baresip = make_baresip("1055", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
     target: Baresip = make_baresip("1056", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
     phone, _ = deskphone(phones, kamailio, "1054", tmp_path)
-    sent_by_phone = wire(phone.sip_port)
+    sent_by_phone = sniffer(phone.sip_port)
 
     call = phone.dial("1055")
     phone.wait_call(connected(call["id"]), 10, "connected to A")
@@ -192,12 +174,12 @@ def test_deskphone_as_transferor_resumes_when_the_target_rejects(
     phones: Callable[..., PhoneProcess],
     make_baresip: Any,
     tmp_path: Path,
-    wire: Callable[[int], Sniffer],
+    sniffer: Callable[[int], Sniffer],
 ) -> None:
     transferee: Baresip = make_baresip("1059", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
     target: Baresip = make_baresip("1060", kamailio=kamailio, codecs=["PCMU"])
     phone, _ = deskphone(phones, kamailio, "1054", tmp_path)  # reused: tests run in turn
-    sent_by_phone = wire(phone.sip_port)
+    sent_by_phone = sniffer(phone.sip_port)
 
     call = phone.dial("1059")
     phone.wait_call(connected(call["id"]), 10, "connected to A")

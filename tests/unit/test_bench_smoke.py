@@ -19,7 +19,7 @@ import pytest
 
 from bench import _harness as h
 from bench import latency
-from tests.conftest import require_tool
+from tests.conftest import require_tool, skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,7 +97,7 @@ def test_rtp_timing_prints_all_four_senders() -> None:
     require_tool("kamailio")
     require_tool("baresip")
     if os.geteuid() != 0:
-        pytest.skip("sniffing lo needs root")
+        skip_or_fail("sniffing lo needs root")
     text = run_bench("bench/rtp_timing.py", "--seconds", "1")
     for sender in ("deskphone A", "deskphone B", "baresip A", "baresip B"):
         assert re.search(rf"^{sender}\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", text, re.M), text
@@ -110,7 +110,7 @@ def test_latency_finds_every_click_through_both_kinds_of_phone() -> None:
     require_tool("baresip")
     for name in ("pulseaudio", "pacat", "parec"):
         if shutil.which(name) is None:
-            pytest.skip(f"{name} missing (apt-get install pulseaudio pulseaudio-utils)")
+            skip_or_fail(f"{name} missing (apt-get install pulseaudio pulseaudio-utils)")
     text = run_bench("bench/latency.py", "--clicks", "2")
     for kind in ("deskphone", "baresip"):
         assert re.search(rf"^{kind}\s+median\s+[\d.]+ ms .*n=2\)$", text, re.M), text

@@ -18,15 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from audio.pcm import dominant_frequency
+from tests.conftest import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 ASOUNDRC = ROOT / "tests/data/alsa/asoundrc"
 RATE = 48000
 
-pytest.importorskip("pyaudio", reason="PyAudio (and portaudio19-dev to build it) not installed")
+try:
+    import pyaudio  # noqa: F401
+except ImportError:
+    skip_or_fail("PyAudio (and portaudio19-dev to build it) not installed")
 
 
 def tone(freq: float, seconds: float, rate: int = RATE) -> np.ndarray:

@@ -27,6 +27,7 @@ from firmware.runtime.media import AudioEndpoints, MediaEngine, MediaSession
 from firmware.runtime.ports import PortAllocator
 from firmware.sip.ids import SeededIds
 from firmware.sip.offer_answer import CodecSpec, NegotiatedCrypto, NegotiatedMedia
+from tests.conftest import skip_or_fail
 
 TE_PT = 101
 SUITE = "AES_CM_128_HMAC_SHA1_80"
@@ -164,7 +165,7 @@ async def test_tone_crosses_the_call(
     ports: PortAllocator, tmp_path: Path, codec: str, pt: int
 ) -> None:
     if codec not in available_codecs():
-        pytest.skip(f"{codec} not available")
+        skip_or_fail(f"{codec} not available")
     relay, relay_port = await relay_to(0)
     a, b, out = pair(ports, tmp_path, codec, pt, a_remote_port=relay_port)
     relay.target = ("127.0.0.1", b.sockets.port)
@@ -545,7 +546,7 @@ async def test_reinvite_moves_stream_to_new_address_codec_and_keys(
 ) -> None:
     """update(): B's re-INVITE answer moves A's stream to another port, G.722, new SRTP keys."""
     if "G722" not in available_codecs():
-        pytest.skip("G722 not available")
+        skip_or_fail("G722 not available")
     a, b, _out = pair(ports, tmp_path, "PCMU", 0)
     _, pc = ports.allocate("c", None)
     c = MediaSession(

@@ -33,6 +33,7 @@ from firmware.runtime.transports import (
 from firmware.sip.errors import SipParseError
 from firmware.sip.parser import StreamParser
 from firmware.sip.uri import parse_uri
+from tests.conftest import skip_or_fail
 
 TIMEOUT = 5.0  # upper bound for any wait; tests finish far sooner
 
@@ -212,7 +213,7 @@ def test_resolve_target_default_transport_and_errors() -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 async def test_udp_round_trip(manager: Factory, host: str) -> None:
     if host == "::1" and not ipv6_available():
-        pytest.skip("::1 is not configured on this machine")
+        skip_or_fail("::1 is not configured on this machine")
     spec = f"udp:[{host}]:0" if ":" in host else f"udp:{host}:0"
     mgr, rec = await manager([spec])
     local = mgr.local_address("udp", 6 if ":" in host else socket.AF_INET)
@@ -311,7 +312,7 @@ async def test_tcp_connect_reuse_and_response_on_same_connection(
     manager: Factory, host: str
 ) -> None:
     if host == "::1" and not ipv6_available():
-        pytest.skip("::1 is not configured on this machine")
+        skip_or_fail("::1 is not configured on this machine")
     version = 6 if ":" in host else 4
     listen = f"tcp:[{host}]:0" if version == 6 else f"tcp:{host}:0"
     client, crec = await manager([])
