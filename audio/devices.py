@@ -142,23 +142,33 @@ class AudioSystem:
             f"{kind} device {device.name!r} supports none of {list(rates)} Hz for 16-bit mono"
         )
 
-    def open_capture(
-        self, name: str = "default", *, rates: tuple[int, ...] = PREFERRED_RATES, frame_ms: int = 20
-    ) -> DeviceCapture:
-        device = self.find(name, capture=True)
-        rate = self.pick_rate(device, capture=True, rates=rates)
+    def _open_stream(
+        self, name: str, *, capture: bool, rates: tuple[int, ...], frame_ms: int
+    ) -> tuple[Any, DeviceInfo, int, int]:
+        """Find the device, pick a rate and open a 16-bit mono stream in one direction."""
+        device = self.find(name, capture=capture)
+        rate = self.pick_rate(device, capture=capture, rates=rates)
         frames = rate * frame_ms // 1000
+        direction = "input" if capture else "output"
         try:
             stream = self._pa.open(
                 format=self._pa_mod.paInt16,
                 channels=1,
                 rate=rate,
-                input=True,
-                input_device_index=device.index,
                 frames_per_buffer=frames,
+                **{direction: True, f"{direction}_device_index": device.index},
             )
         except OSError as e:
-            raise DeviceError(f"capture device {device.name!r} at {rate} Hz: {e}") from None
+            kind = "capture" if capture else "playback"
+            raise DeviceError(f"{kind} device {device.name!r} at {rate} Hz: {e}") from None
+        return stream, device, rate, frames
+
+    def open_capture(
+        self, name: str = "default", *, rates: tuple[int, ...] = PREFERRED_RATES, frame_ms: int = 20
+    ) -> DeviceCapture:
+        stream, device, rate, _ = self._open_stream(
+            name, capture=True, rates=rates, frame_ms=frame_ms
+        )
         log.info("capture from %r at %d Hz", device.name, rate)
         capture = DeviceCapture(stream, rate, device.name)
         self._streams.append(capture)
@@ -172,20 +182,9 @@ class AudioSystem:
         frame_ms: int = 20,
         prefill_frames: int = 2,
     ) -> DevicePlayback:
-        device = self.find(name, capture=False)
-        rate = self.pick_rate(device, capture=False, rates=rates)
-        frames = rate * frame_ms // 1000
-        try:
-            stream = self._pa.open(
-                format=self._pa_mod.paInt16,
-                channels=1,
-                rate=rate,
-                output=True,
-                output_device_index=device.index,
-                frames_per_buffer=frames,
-            )
-        except OSError as e:
-            raise DeviceError(f"playback device {device.name!r} at {rate} Hz: {e}") from None
+        stream, device, rate, frames = self._open_stream(
+            name, capture=False, rates=rates, frame_ms=frame_ms
+        )
         log.info("playback to %r at %d Hz", device.name, rate)
         playback = DevicePlayback(stream, rate, device.name, prefill=frames * prefill_frames)
         self._streams.append(playback)
