@@ -8,9 +8,8 @@ The `kamailio` session fixture (tests/interop/conftest.py) returns a started `Ka
   proxy / registrar setting.
 * ``domain`` is "127.0.0.1" (also the digest realm). Port-less URIs of it
   (``sip:1001@127.0.0.1``) count as local thanks to ``alias=`` lines.
-* ``users``: dict user -> password, by default "1001".."1020" with passwords "pw1001".."pw1020";
-  1011..1020 are used by test_harness.py, so other tests sharing the session instance should
-  use 1001..1010.
+* ``users``: dict user -> password, by default "1001".."1200" with passwords "pw1001".."pw1200";
+  each test file uses its own range (see DEFAULT_USERS) so bindings never collide.
   ``aor(user)`` -> ``"sip:1001@127.0.0.1"``.
 * Digest auth: REGISTER is challenged with 401 (``www_challenge``, qop=auth); other requests
   from our users with 407 (``proxy_challenge``) unless ``request_auth=False``. The auth user must
@@ -59,8 +58,11 @@ log = logging.getLogger(__name__)
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CFG_TEMPLATE = DATA_DIR / "kamailio.cfg.tmpl"
 # Users are handed out by test file so tests sharing the session Kamailio never see each
-# other's bindings: 1001-1010 registration, 1011-1020 harness, 1021-1040 calls, 1041-1060 free.
-DEFAULT_USERS = {str(n): f"pw{n}" for n in range(1001, 1061)}
+# other's bindings: 1001-1010 registration, 1011-1020 harness, 1021-1034 calls, 1035-1040
+# conference, 1041-1044 tones, 1045-1050 attended, 1051-1060 transfer, 1061-1080 desk features
+# (BLF/MWI/DND/...), 1081-1100 board/UI/demo, 1101-1120 provisioning, 1121-1140 line
+# appearances, 1141-1160 call-control security/focus/Join, 1161-1200 free.
+DEFAULT_USERS = {str(n): f"pw{n}" for n in range(1001, 1201)}
 ALGORITHMS = ("MD5", "SHA-256")
 _SAFE_PASSWORD_CHARS = set(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*()&=+$,;?/:@%#^[]{}|<> "
