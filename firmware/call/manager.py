@@ -164,6 +164,8 @@ class CallManager:
         self.dialog_methods: list[str] = []
         # firmware.call.replaces.ReplacesService: vets INVITEs with Replaces before anything rings.
         self.replaces: Any = None
+        # firmware.call.lines.LineAppearances: holds the talking call before another one talks.
+        self.lines: Any = None
         ua.handlers["INVITE"] = self._on_invite
 
     # ----- helpers --------------------------------------------------------------------------
@@ -211,6 +213,8 @@ class CallManager:
         if len(self.active_calls()) >= self.max_calls:
             raise RuntimeError("all line appearances are busy")
         info = self.accounts(account_id)
+        if self.lines is not None:
+            self.lines.make_room(None, now)  # the talking call goes on hold first
         uri = (
             target
             if target.startswith(("sip:", "sips:", "tel:"))
@@ -315,6 +319,8 @@ class CallManager:
 
     def answer(self, call_id: str, now: float) -> bool:
         call = self.get(call_id)
+        if self.lines is not None:
+            self.lines.make_room(call, now)  # answer-and-hold: hold re-INVITE before our 200
         ok = call.session.accept(now)
         self._sync(call, now)
         return ok
@@ -347,6 +353,8 @@ class CallManager:
         call = self.get(call_id)
         if not call.held:
             return False
+        if self.lines is not None:
+            self.lines.make_room(call, now)  # resume one = hold the other
         call.media.on_hold = False
         if not call.session.modify(now):
             call.media.on_hold = True
@@ -363,6 +371,8 @@ class CallManager:
         for call in calls:
             if call.state not in ("connected", "held"):
                 raise RuntimeError(f"call {call.id} is {call.state}, not connected or held")
+        if self.lines is not None:
+            self.lines.join([c.id for c in calls])  # the legs talk together as one line
         return [c.id for c in calls if c.held and self.resume(c.id, now)]
 
     # ----- events from sessions -------------------------------------------------------------

@@ -1,0 +1,142 @@
+"""Line appearances: call waiting, answer-and-hold, swap; at most one call talks at a time.
+
+A desk phone has one handset, so however many calls it carries (``max_calls`` line
+appearances, default 4; the next INVITE gets 486 from `CallManager`), only one of them may be
+sendrecv ("talking"); the others are held by us (RFC 3264 8.4 sendonly/inactive) or still ring.
+`LineAppearances` keeps that invariant: the manager calls `make_room` before it answers, resumes
+or dials, and every other talking call is put on hold first, so the hold re-INVITE is queued
+(hence on the wire) before the 200 OK of the answered call or the INVITE of the new one. The only
+exception is a local conference: its legs talk together and count as one line.
+
+It is a CallManager feature (``call_added`` / ``call_synced``) that also marks each call's
+status: ``waiting`` (an incoming call ringing while another call is up: call waiting, the
+runtime plays the call-waiting tone into the talking call instead of ringing) and ``active``
+(the call the handset is talking on). Sans-IO: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from firmware.call.manager import Call, CallManager
+
+log = logging.getLogger(__name__)
+
+
+class LineBusy(RuntimeError):
+    """An intent that would make two calls talk at once and cannot hold the other one now."""
+
+
+class LineAppearances:
+    """The line-appearance rules on top of a `CallManager` (see the module docstring)."""
+
+    def __init__(self, calls: CallManager) -> None:
+        self.calls = calls
+        self.conference: set[str] = set()  # ids mixed together locally: they talk as one line
+        calls.features.append(self)
+        calls.lines = self
+
+    # ----- queries ------------------------------------------------------------------------
+    def talking(self) -> list[Call]:
+        """Calls whose media we send and receive (connected and not held by us)."""
+        return [c for c in self.calls.calls.values() if c.state == "connected" and not c.held]
+
+    def waiting(self) -> list[Call]:
+        """Incoming calls ringing while another call is up (connected or held)."""
+        up = [c for c in self.calls.calls.values() if c.state in ("connected", "held")]
+        if not up:
+            return []
+        return [
+            c
+            for c in self.calls.calls.values()
+            if c.direction == "incoming" and c.state == "ringing"
+        ]
+
+    def active(self) -> Call | None:
+        """The call the handset talks on (the first conference leg for a conference)."""
+        talking = self.talking()
+        return talking[0] if talking else None
+
+    def violations(self) -> list[str]:
+        """Ids of talking calls beyond the one allowed (conference legs count as one)."""
+        talking = [c.id for c in self.talking()]
+        lines = {("conference" if c in self.conference else c) for c in talking}
+        return talking if len(lines) > 1 else []
+
+    # ----- the rule -----------------------------------------------------------------------
+    def make_room(self, call: Call | None, now: float) -> list[str]:
+        """Hold every talking call except ``call`` (and its conference partners) before
+        ``call`` starts talking; returns the ids held. LineBusy when one cannot be held now
+        (e.g. its own re-INVITE is still pending): the caller must not go ahead."""
+        keep = set(self.conference) if call is not None and call.id in self.conference else set()
+        held: list[str] = []
+        for other in self.talking():
+            if (call is not None and other.id == call.id) or other.id in keep:
+                continue
+            if not self.calls.hold(other.id, now):
+                raise LineBusy(f"call {other.id} cannot be put on hold now")
+            log.info("call %s held to free the handset", other.id)
+            held.append(other.id)
+        return held
+
+    def swap(self, call_id: str, now: float) -> str:
+        """Talk on the other call: resume ``call_id`` if it is held (holding the talking one),
+        or, when ``call_id`` is the talking call, resume the most recent held call. Returns
+        the id now talking; LineBusy when there is nothing to swap to."""
+        call = self.calls.get(call_id)
+        if call.state == "held":
+            target = call
+        else:
+            held = [
+                c for c in self.calls.calls.values() if c.state == "held" and c.id != call_id
+            ]
+            if call.state != "connected" or not held:
+                raise LineBusy(f"call {call_id} has no held call to swap with")
+            target = max(held, key=lambda c: c.started_at or 0.0)
+        if not self.calls.resume(target.id, now):
+            raise LineBusy(f"call {target.id} cannot be resumed now")
+        return target.id
+
+    def join(self, call_ids: list[str]) -> None:
+        """These calls are mixed together from now on (a local conference)."""
+        self.conference.update(call_ids)
+
+    def leave(self, call_id: str) -> None:
+        """A call left the local conference; with fewer than two legs it is a plain call."""
+        self.conference.discard(call_id)
+        if len(self.conference) < 2:
+            self.conference.clear()
+
+    # ----- CallManager feature hooks ------------------------------------------------------
+    def call_added(self, call: Call) -> None:
+        return None
+
+    def call_synced(self, call: Call, now: float) -> None:
+        if call.state == "ended":
+            self.leave(call.id)
+            call.extras.pop("waiting", None)
+            call.extras.pop("active", None)
+        waiting = {c.id for c in self.waiting()}
+        active = {c.id for c in self.talking()}
+        for c in self.calls.calls.values():
+            if c.state == "ended":
+                continue
+            c.extras["waiting"] = c.id in waiting
+            c.extras["active"] = c.id in active
+        bad = self.violations()
+        if bad:  # cannot happen through the manager's intents; loud if a feature bypasses them
+            log.error("line appearances: calls %s all talk at once", ", ".join(bad))
+
+    def status(self) -> dict[str, Any]:
+        """For the status JSON: which call talks, which wait, how many lines there are."""
+        active = self.active()
+        return {
+            "max_calls": self.calls.max_calls,
+            "active_call": active.id if active is not None else None,
+            "waiting": [c.id for c in self.waiting()],
+        }
+
+
+__all__ = ["LineAppearances", "LineBusy"]

@@ -1,0 +1,239 @@
+"""Line appearances on the wire: call waiting, answer-and-hold, swap, reject, 486 beyond the limit.
+
+Phone A (with `LineAppearances`) is called by B and then by C (and X) over an in-memory network
+that serialises and parses every message (the sans-IO phones of test_refer.py). Every step
+checks the invariant: at most one of A's calls is sendrecv.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware.call.lines import LineAppearances, LineBusy
+from firmware.sip.message import SipRequest, SipResponse
+from firmware.sip.parser import parse_message
+from firmware.sip.sdp import SessionDescription
+from tests.unit.test_refer import HOSTS, Net, Phone, make_phone, requests, responses
+
+
+class WireNet(Net):
+    """Net that also keeps one ordered log of (sender, receiver, message)."""
+
+    def __init__(self, *phones: Phone) -> None:
+        super().__init__(*phones)
+        self.log: list[tuple[str, str, SipRequest | SipResponse]] = []
+
+    def pump(self) -> None:
+        for _ in range(200):
+            moved = False
+            for src in self.phones.values():
+                for out in src.ua.drain():
+                    dst = self.phones[str(out.dest)]
+                    msg = parse_message(out.data)
+                    self.log.append((src.name, dst.name, msg))
+                    dst.wire.append(msg)
+                    dst.ua.receive(msg, src.name, reliable=False, now=self.now)
+                    dst.calls.process(self.now)
+                    moved = True
+                src.calls.process(self.now)
+            if not moved:
+                return
+        raise AssertionError("network never went quiet")
+
+    def sent(self, src: str, dst: str) -> list[str]:
+        """First lines of what ``src`` sent to ``dst``, e.g. 'INVITE', '200 INVITE'."""
+        return [
+            m.method if isinstance(m, SipRequest) else f"{m.status} {m.cseq.method}"
+            for s, d, m in self.log
+            if (s, d) == (src, dst)
+        ]
+
+
+@pytest.fixture
+def wnet() -> WireNet:
+    phones = [make_phone(n) for n in ("a", "b", "c", "x")]
+    net = WireNet(*phones)
+    LineAppearances(phones[0].calls)
+    return net
+
+
+def lines(net: WireNet) -> LineAppearances:
+    lines = net.phones["a"].calls.lines
+    assert isinstance(lines, LineAppearances)
+    return lines
+
+
+def check_invariant(net: WireNet) -> None:
+    """At most one of A's calls sends and receives: by state and by the last SDP A sent."""
+    a = net.phones["a"]
+    talking = [c for c in a.calls.calls.values() if c.state == "connected" and not c.held]
+    assert len(talking) <= 1, [c.id for c in talking]
+    assert lines(net).violations() == []
+
+
+def call_a_from(net: WireNet, name: str) -> str:
+    """``name`` calls A; returns A's id for that call (ringing)."""
+    net.phones[name].calls.dial(f"sip:a@{HOSTS['a']}", "line1", net.now)
+    net.pump()
+    a = net.phones["a"]
+    ringing = [c for c in a.calls.calls.values() if c.state == "ringing"]
+    assert len(ringing) == 1
+    check_invariant(net)
+    return ringing[0].id
+
+
+def direction(body: bytes) -> str:
+    """The audio stream's direction attribute (RFC 3264: none means sendrecv)."""
+    names = {a.name for a in SessionDescription.parse(body).media[0].attributes}
+    return next((d for d in ("sendonly", "recvonly", "inactive") if d in names), "sendrecv")
+
+
+def talking_with(net: WireNet, a_id: str) -> None:
+    a = net.phones["a"]
+    a.calls.answer(a_id, net.now)
+    net.pump()
+    assert a.calls.get(a_id).state == "connected"
+
+
+def test_call_waiting_then_answer_and_hold_puts_the_hold_reinvite_first(wnet: WireNet) -> None:
+    a, b, c = wnet.phones["a"], wnet.phones["b"], wnet.phones["c"]
+    first = call_a_from(wnet, "b")
+    assert a.calls.get(first).status(wnet.now)["waiting"] is False  # nothing else up: rings
+    talking_with(wnet, first)
+
+    wnet.now = 5.0
+    second = call_a_from(wnet, "c")
+    waiting = a.calls.get(second).status(wnet.now)
+    assert (waiting["state"], waiting["waiting"], waiting["active"]) == ("ringing", True, False)
+    assert a.calls.get(first).status(wnet.now)["active"] is True
+    assert lines(wnet).status() == {"max_calls": 4, "active_call": first, "waiting": [second]}
+    assert [r.status for r in responses(c, "INVITE")] == [180]
+
+    mark = len(wnet.log)
+    assert a.calls.answer(second, wnet.now)
+    wnet.pump()
+    check_invariant(wnet)
+    order = [
+        (s, d, m.method if isinstance(m, SipRequest) else f"{m.status} {m.cseq.method}")
+        for s, d, m in wnet.log[mark:]
+        if s == "a"
+    ]
+    # answer-and-hold: the hold re-INVITE to B leaves before the 200 OK to C
+    assert order.index(("a", "b", "INVITE")) < order.index(("a", "c", "200 INVITE"))
+    hold = requests(b, "INVITE")[-1]
+    assert direction(hold.body) == "sendonly"
+    assert direction(responses(a, "INVITE")[-1].body) == "recvonly"  # B's answer
+    assert a.calls.get(first).state == "held" and a.calls.get(second).state == "connected"
+    assert lines(wnet).status()["active_call"] == second
+    assert lines(wnet).status()["waiting"] == []
+    assert a.calls.get(second).status(wnet.now)["waiting"] is False
+
+
+def test_swap_resumes_one_after_holding_the_other(wnet: WireNet) -> None:
+    a, b, c = wnet.phones["a"], wnet.phones["b"], wnet.phones["c"]
+    first = call_a_from(wnet, "b")
+    talking_with(wnet, first)
+    second = call_a_from(wnet, "c")
+    talking_with(wnet, second)
+    check_invariant(wnet)
+
+    mark = len(wnet.log)
+    assert lines(wnet).swap(second, wnet.now) == first  # from the talking call: to the held one
+    wnet.pump()
+    check_invariant(wnet)
+    sent = [(d, m) for s, d, m in wnet.log[mark:] if s == "a" and isinstance(m, SipRequest)]
+    invites = [(d, direction(m.body)) for d, m in sent if m.method == "INVITE"]
+    assert invites == [("c", "sendonly"), ("b", "sendrecv")]  # hold C, then resume B
+    assert a.calls.get(first).state == "connected" and a.calls.get(second).state == "held"
+
+    # resume on the held call is the same swap
+    assert a.calls.resume(second, wnet.now)
+    wnet.pump()
+    check_invariant(wnet)
+    assert a.calls.get(first).state == "held" and a.calls.get(second).state == "connected"
+    assert direction(requests(b, "INVITE")[-1].body) == "sendonly"
+    assert direction(requests(c, "INVITE")[-1].body) == "sendrecv"
+    assert lines(wnet).swap(first, wnet.now) == first  # swap on a held call resumes it
+    wnet.pump()
+    check_invariant(wnet)
+    assert lines(wnet).status()["active_call"] == first
+
+
+@pytest.mark.parametrize(("status", "reason"), [(486, "Busy Here"), (603, "Decline")])
+def test_rejecting_the_waiting_call_leaves_the_talking_call_alone(
+    wnet: WireNet, status: int, reason: str
+) -> None:
+    a, b, c = wnet.phones["a"], wnet.phones["b"], wnet.phones["c"]
+    first = call_a_from(wnet, "b")
+    talking_with(wnet, first)
+    before = len(requests(b, "INVITE"))
+    second = call_a_from(wnet, "c")
+    a.calls.reject(second, wnet.now, status, reason)
+    wnet.pump()
+    assert responses(c, "INVITE")[-1].status == status
+    assert c.calls.active_calls() == []
+    assert len(requests(b, "INVITE")) == before  # no re-INVITE towards B
+    assert a.calls.get(first).state == "connected"
+    assert lines(wnet).status() == {"max_calls": 4, "active_call": first, "waiting": []}
+
+
+def test_beyond_the_line_limit_the_phone_answers_486(wnet: WireNet) -> None:
+    a, x = wnet.phones["a"], wnet.phones["x"]
+    a.calls.max_calls = 2
+    talking_with(wnet, call_a_from(wnet, "b"))
+    call_a_from(wnet, "c")  # waiting: the second line
+    x.calls.dial(f"sip:a@{HOSTS['a']}", "line1", wnet.now)
+    wnet.pump()
+    assert [r.status for r in responses(x, "INVITE")] == [486]
+    assert responses(x, "INVITE")[0].reason == "Busy Here"
+    assert len(a.calls.active_calls()) == 2
+    with pytest.raises(RuntimeError, match="line appearances are busy"):
+        a.calls.dial("sip:x@192.0.2.66", "line1", wnet.now)
+
+
+def test_dialling_while_talking_holds_the_talking_call_first(wnet: WireNet) -> None:
+    a, c = wnet.phones["a"], wnet.phones["c"]
+    first = call_a_from(wnet, "b")
+    talking_with(wnet, first)
+    mark = len(wnet.log)
+    a.calls.dial(f"sip:c@{HOSTS['c']}", "line1", wnet.now)
+    wnet.pump()
+    sent = [(d, m) for s, d, m in wnet.log[mark:] if s == "a" and isinstance(m, SipRequest)]
+    assert [(d, m.method) for d, m in sent][:2] == [("b", "INVITE"), ("c", "INVITE")]
+    assert direction(sent[0][1].body) == "sendonly"
+    ringing = [x for x in c.calls.active_calls() if x.state == "ringing"][0]
+    c.calls.answer(ringing.id, wnet.now)
+    wnet.pump()
+    check_invariant(wnet)
+    assert a.calls.get(first).state == "held"
+
+
+def test_answer_is_refused_while_the_talking_call_cannot_be_held(wnet: WireNet) -> None:
+    """A re-INVITE of the talking call still pending: no 200 for the waiting call (LineBusy)."""
+    a, c = wnet.phones["a"], wnet.phones["c"]
+    first = call_a_from(wnet, "b")
+    talking_with(wnet, first)
+    second = call_a_from(wnet, "c")
+    call = a.calls.get(first)
+    assert call.session.modify(wnet.now)  # a refresh in flight: no second offer may start
+    with pytest.raises(LineBusy, match=f"call {first} cannot be put on hold"):
+        a.calls.answer(second, wnet.now)
+    assert a.calls.get(second).state == "ringing"
+    wnet.pump()
+    assert [r.status for r in responses(c, "INVITE")] == [180]
+    check_invariant(wnet)
+
+
+def test_conference_legs_talk_together_and_count_as_one_line(wnet: WireNet) -> None:
+    a = wnet.phones["a"]
+    first = call_a_from(wnet, "b")
+    talking_with(wnet, first)
+    second = call_a_from(wnet, "c")
+    talking_with(wnet, second)
+    assert a.calls.conference([first, second], wnet.now) == [first]  # the held leg resumed
+    wnet.pump()
+    assert {c.state for c in a.calls.active_calls()} == {"connected"}
+    assert lines(wnet).violations() == []
+    a.calls.hangup(second, wnet.now)
+    wnet.pump()
+    assert lines(wnet).conference == set()  # one leg left: a plain call again
