@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SANS_IO_PACKAGES = ["firmware/sip", "firmware/call", "firmware/ui", "board/keys", "board/leds", "board/charset",
-    "audio"]
+SANS_IO_PACKAGES = [
+    "firmware/sip", "firmware/call", "firmware/ui", "board/keys", "board/leds", "board/charset",
+    "audio",
+]
 # The only I/O modules inside those packages: PyAudio device access (DESIGN.md).
 IO_EDGES = {"audio/devices.py"}
 FORBIDDEN = {
