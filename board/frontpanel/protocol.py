@@ -112,7 +112,7 @@ class LineReader:
 
     def feed(self, data):
         self._buf += data
-        frames = []
+        frames = []  # type: list
         while True:
             nl = self._buf.find(b"\n")
             if nl < 0:
