@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
+from firmware.call.authorise import Authoriser, NotAuthorised, same_identity
 from firmware.sip.errors import SipParseError
 from firmware.sip.headers import parse_name_addr, split_list
 from firmware.sip.invite import InviteSession, State
@@ -49,6 +50,7 @@ HONOURED_URI_HEADERS = {"replaces": "Replaces", "require": "Require"}
 _VISUAL_SEPARATORS = re.compile(r"[\-.() ]")
 _STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9]) ?([^\r\n]*)")
 SUBSCRIPTION_EXPIRES = 60
+OOD_REMEMBERED = 64  # accepted out-of-dialog REFERs remembered for replay detection
 
 
 class ReferRefused(Exception):
@@ -72,6 +74,8 @@ class ReferPolicy:
     out_of_dialog: bool = True  # out-of-dialog REFER: only Target-Dialog of a live call over TLS
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = DEFAULT_DENY
+    norefersub: bool = True  # send Refer-Sub: false to a GRUU peer supporting it (RFC 4488)
+    notify_timeout: float = 32.0  # transferor: no final NOTIFY by then -> give up (RFC 5589)
 
     def target_allowed(self, uri: SipURI) -> bool:
         user = _VISUAL_SEPARATORS.sub("", unquote(uri.user or ""))
@@ -202,8 +206,12 @@ class TransferService:
 
     calls: CallManager
     policy: ReferPolicy = field(default_factory=ReferPolicy)
+    auth: Authoriser | None = None  # listed identities + Digest; none listed if not given
 
     def __post_init__(self) -> None:
+        if self.auth is None:
+            self.auth = Authoriser(self.calls.ua.ids)
+        self._ood_seen: list[tuple[str, str, int]] = []  # accepted out-of-dialog REFERs (T2)
         self._notifiers: dict[str, list[_Notifier]] = {}  # original call id -> subscriptions
         self._by_new_call: dict[str, _Notifier] = {}
         self._refer_count: dict[str, int] = {}  # call id -> REFERs accepted in its dialog
@@ -264,7 +272,8 @@ class TransferService:
             return
         self._accept(call, session, server_tx, request, target, now)
 
-    def _authorise_in_dialog(self, call: Call, request: SipRequest) -> None:
+    def _authorise_in_dialog(self, call: Call, request: SipRequest | None) -> None:
+        """Policy, call state and (in the dialog: ``request``) CSeq replay checks."""
         if not self.policy.in_dialog:
             raise ReferRefused(403, "Transfer not allowed by policy")
         if call.session.state is not State.CONFIRMED or call.state not in ("connected", "held"):
@@ -272,7 +281,7 @@ class TransferService:
         # T2: a REFER whose CSeq is not above the last one we acted on is a replay. (The dialog
         # layer already answered 500 to lower CSeqs; equal ones reach us after Timer J.)
         last = self._last_refer_cseq.get(call.id)
-        if last is not None and request.cseq.number <= last:
+        if request is not None and last is not None and request.cseq.number <= last:
             raise ReferRefused(500, "REFER CSeq not above the last one")
         if any(not n.done for n in self._notifiers.get(call.id, [])):
             raise ReferRefused(491, "Transfer already in progress")
@@ -285,6 +294,8 @@ class TransferService:
         request: SipRequest,
         target: ReferTarget,
         now: float,
+        *,
+        in_dialog: bool = True,
     ) -> None:
         if target.dropped:
             log.warning(
@@ -292,7 +303,8 @@ class TransferService:
             )
         count = self._refer_count.get(call.id, 0) + 1
         self._refer_count[call.id] = count
-        self._last_refer_cseq[call.id] = request.cseq.number
+        if in_dialog:  # an out-of-dialog REFER's CSeq belongs to another Call-ID
+            self._last_refer_cseq[call.id] = request.cseq.number
         no_sub = (request.headers.get("Refer-Sub") or "").strip().lower() == "false"
         event = "refer" if count == 1 else f"refer;id={request.cseq.number}"
         # RFC 7647 section 5: 200, never 202. RFC 4488: granting Refer-Sub: false says so.
@@ -414,30 +426,82 @@ class TransferService:
     def _on_out_of_dialog_refer(
         self, server_tx: ServerTransaction, request: SipRequest, now: float
     ) -> None:
-        """RFC 4538: only a Target-Dialog naming a live call, received over TLS (T1, T2).
+        """A REFER outside any dialog (RFC 4538, RFC 7647 section 4; T1, T2, T29).
 
-        We do not keep out-of-dialog refer subscriptions, so such a REFER must also carry
-        Refer-Sub: false (RFC 4488); everything else is 403 with nothing sent.
+        * With Target-Dialog it must name a live confirmed call (else 481: a REFER replayed after
+          the call ended does nothing). The call's own peer is trusted over TLS (the dialog tags
+          are its secret); any other requester, or the peer over plain transport, must be a
+          listed identity that answers our Digest challenge (`Authoriser`).
+        * Without Target-Dialog only a listed, Digest-proven identity may REFER, and the phone
+          just calls the target (remote call control, RFC 5359 section 2.18).
+
+        We keep no refer subscriptions outside a dialog, so Refer-Sub: false (RFC 4488) is
+        required; an accepted REFER's identity is remembered, so a replay gets 500.
         """
         ua = self.calls.ua
+        headers: list[tuple[str, str]] = []
         try:
-            call = self._target_dialog_call(request)
-            if call is None or not self.policy.out_of_dialog:
-                raise ReferRefused(403, "REFER outside a dialog not authorised")
-            if ua.endpoint_for(server_tx.peer).via_transport != "TLS":
-                raise ReferRefused(403, "Out-of-dialog REFER needs TLS")
+            if not self.policy.out_of_dialog:
+                raise ReferRefused(403, "REFER outside a dialog not allowed by policy")
+            call = None
+            if request.headers.get("Target-Dialog"):
+                call = self._target_dialog_call(request)
+                if call is None:
+                    raise ReferRefused(481, "Target dialog does not exist")
             if (request.headers.get("Refer-Sub") or "").strip().lower() != "false":
                 raise ReferRefused(403, "Out-of-dialog REFER needs Refer-Sub: false")
-            self._authorise_in_dialog(call, request)
+            tls = ua.endpoint_for(server_tx.peer).via_transport == "TLS"
+            dialog = call.session.dialog if call is not None else None
+            peer_over_tls = (
+                tls and dialog is not None and same_identity(request.from_.uri, dialog.remote_uri)
+            )
+            auth = self.auth
+            assert auth is not None
+            if not peer_over_tls:
+                if not auth.listed(request.from_.uri) and call is not None and not tls:
+                    raise ReferRefused(403, "Out-of-dialog REFER needs TLS or a listed identity")
+                auth.authenticate(request, now, "REFER outside a dialog")
+            key = (request.call_id, request.from_.tag or "", request.cseq.number)
+            if key in self._ood_seen:
+                raise ReferRefused(500, "REFER already acted on")
+            if call is not None:
+                self._authorise_in_dialog(call, None)
             target = parse_refer_to(request, self.policy)
+        except NotAuthorised as e:
+            log.info("out-of-dialog REFER refused: %d %s", e.status, e.reason)
+            ua.respond(server_tx, request, e.status, e.reason, now, e.headers)
+            return
         except ReferRefused as e:
             log.info("out-of-dialog REFER refused: %d %s", e.status, e.reason)
-            ua.respond(server_tx, request, e.status, e.reason, now)
+            ua.respond(server_tx, request, e.status, e.reason, now, headers)
             return
         except SipParseError as e:
             ua.respond(server_tx, request, 400, e.reason, now)
             return
-        self._accept(call, call.session, server_tx, request, target, now)
+        self._ood_seen.append(key)
+        del self._ood_seen[:-OOD_REMEMBERED]
+        if call is not None:
+            self._accept(call, call.session, server_tx, request, target, now, in_dialog=False)
+            return
+        self._remote_dial(server_tx, request, target, now)
+
+    def _remote_dial(
+        self, server_tx: ServerTransaction, request: SipRequest, target: ReferTarget, now: float
+    ) -> None:
+        """An authorised controller's REFER without a call: place the call it asks for."""
+        ua = self.calls.ua
+        account = ua.account_for_request(request) or "line1"
+        extra: list[tuple[str, str]] = list(target.headers)
+        referred_by = request.headers.get("Referred-By")
+        if referred_by:
+            extra.append(("Referred-By", referred_by))
+        try:
+            new_call = self.calls.dial(str(target.uri), account, now, extra_headers=extra)
+        except RuntimeError as e:
+            ua.respond(server_tx, request, 486, f"Busy Here ({e})", now)
+            return
+        ua.respond(server_tx, request, 200, "OK", now, [("Refer-Sub", "false")])
+        new_call.extras.update(referred_by_controller=str(request.from_.uri))
 
     def _target_dialog_call(self, request: SipRequest) -> Call | None:
         value = request.headers.get("Target-Dialog")

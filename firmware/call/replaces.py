@@ -24,12 +24,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from firmware.call.authorise import Authoriser, NotAuthorised, same_identity
 from firmware.sip.errors import SipParseError
 from firmware.sip.headers import parse_name_addr, split_list
 from firmware.sip.invite import State
 from firmware.sip.message import SipRequest
 from firmware.sip.transaction import ServerTransaction
-from firmware.sip.uri import URI, SipURI
 
 if TYPE_CHECKING:
     from firmware.call.manager import Call, CallManager
@@ -99,21 +99,15 @@ def replaces_of(request: SipRequest) -> ReplacesTarget | None:
     return parse_replaces(values[0])
 
 
-def same_identity(a: URI, b: URI) -> bool:
-    """Same user at the same host (sip/sips and URI parameters do not make another person)."""
-    if not isinstance(a, SipURI) or not isinstance(b, SipURI):
-        return str(a) == str(b)
-    return (a.user or "") == (b.user or "") and (a.host.lower(), a.port) == (b.host.lower(), b.port)
-
-
 @dataclass
 class ReplacesPolicy:
     """Who may replace a call besides its own peer (RFC 3891 sections 3 and 8; T7).
 
     ``referred_by_peer`` honours a Referred-By naming the replaced dialog's peer: that is how an
     attended transfer arrives (RFC 5589 section 7), and it is only a claim (no RFC 3892 token),
-    so it can be switched off. ``allow`` lists identities (sip URIs) that may always replace, e.g.
-    a park or music-on-hold server.
+    so it can be switched off. ``allow`` lists identities (sip URIs) that may replace any call,
+    e.g. a park or music-on-hold server, once they prove it by answering the phone's Digest
+    challenge (`Authoriser`; config ``[transfer] allow_from`` / ``auth_users``).
     """
 
     referred_by_peer: bool = True
@@ -132,8 +126,11 @@ class ReplacesService:
 
     calls: CallManager
     policy: ReplacesPolicy = field(default_factory=ReplacesPolicy)
+    auth: Authoriser | None = None  # shared with refer/join; built from policy.allow if None
 
     def __post_init__(self) -> None:
+        if self.auth is None:
+            self.auth = Authoriser(self.calls.ua.ids, self.policy.allow)
         self._pending: dict[tuple[str, str, int], _Pending] = {}  # INVITE -> call it replaces
         self.calls.replaces = self
         self.calls.features.append(self)
@@ -150,10 +147,14 @@ class ReplacesService:
             if target is None:
                 return False
             old = self._match(target)
-            self._authorise(old, request)
+            self._authorise(old, request, now)
         except ReplacesRefused as e:
             log.info("INVITE with Replaces refused: %d %s", e.status, e.reason)
             self.calls.ua.respond(server_tx, request, e.status, e.reason, now)
+            return True
+        except NotAuthorised as e:
+            log.info("INVITE with Replaces refused: %d %s", e.status, e.reason)
+            self.calls.ua.respond(server_tx, request, e.status, e.reason, now, e.headers)
             return True
         except SipParseError as e:
             self.calls.ua.respond(server_tx, request, 400, e.reason, now)
@@ -198,18 +199,14 @@ class ReplacesService:
             return call
         raise ReplacesRefused(481, "Replaced dialog does not exist")
 
-    def _authorise(self, old: Call, request: SipRequest) -> None:
+    def _authorise(self, old: Call, request: SipRequest, now: float) -> None:
+        """The replaced dialog's peer, a Referred-By naming it, or a listed identity proven by
+        our Digest challenge (401 first, `NotAuthorised`); everyone else 403 (T7)."""
         dialog = old.session.dialog
         peer = dialog.remote_uri if dialog is not None else old.session.initial_request.to.uri
         requester = request.from_.uri
         if same_identity(requester, peer):
             return
-        for allowed in self.policy.allow:
-            try:
-                if same_identity(requester, parse_name_addr(allowed).uri):
-                    return
-            except SipParseError:
-                log.warning("bad replaces allow-list entry %r ignored", allowed)
         referred_by = request.headers.get("Referred-By")
         if self.policy.referred_by_peer and referred_by:
             try:
@@ -217,6 +214,10 @@ class ReplacesService:
                     return
             except SipParseError:
                 pass
+        assert self.auth is not None
+        if self.auth.listed(requester):
+            self.auth.authenticate(request, now, "Replaces")
+            return
         raise ReplacesRefused(403, "Not authorised to replace this call")
 
     # ----- CallManager feature hooks ------------------------------------------------------------

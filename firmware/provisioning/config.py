@@ -130,6 +130,12 @@ class TransferConfig:
     allow_out_of_dialog: bool = True  # only with Target-Dialog of a live call, over TLS
     allow: tuple[str, ...] = ()  # glob patterns on the target user part that are always allowed
     deny: tuple[str, ...] | None = None  # None = the call layer's toll-fraud defaults
+    # Identities (sip URIs) that may REFER/replace/join from outside a call, proven by the
+    # phone's Digest challenge against auth_users (user part -> password); firmware/call/authorise
+    allow_from: tuple[str, ...] = ()
+    auth_users: dict[str, str] = field(default_factory=dict, repr=False)
+    norefersub: bool = True  # REFER with Refer-Sub: false to a GRUU peer that supports it
+    notify_timeout: float = 32.0  # transferor gives up waiting for the final NOTIFY (seconds)
 
 
 _PATTERN_RE = re.compile(r"^[A-Za-z0-9*?+#\[\]!._-]{1,64}$")
@@ -268,11 +274,27 @@ def _parse_transfer(top: _Section, file: str) -> TransferConfig:
                 )
         return tuple(raw)
 
+    allow_from = tr.get("allow_from", list, [])
+    for i, item in enumerate(allow_from):
+        if not isinstance(item, str):
+            raise tr.error(f"allow_from[{i}]", 'must be a sip: URI string, like "sip:1001@pbx"')
+        _sip_uri(tr, f"allow_from[{i}]", item)
+    users = tr.get("auth_users", dict, {})
+    for user, password in users.items():
+        if not isinstance(password, str) or not password:
+            raise tr.error(f"auth_users.{user}", "must be a non-empty password string")
+    timeout = tr.get("notify_timeout", float, 32.0)
+    if not 1.0 <= timeout <= 600.0:
+        raise tr.error("notify_timeout", "must be between 1 and 600 seconds")
     cfg = TransferConfig(
         allow_refer=tr.get("allow_refer", bool, True),
         allow_out_of_dialog=tr.get("allow_out_of_dialog", bool, True),
         allow=patterns("allow") or (),
         deny=patterns("deny"),
+        allow_from=tuple(allow_from),
+        auth_users=dict(users),
+        norefersub=tr.get("norefersub", bool, True),
+        notify_timeout=timeout,
     )
     tr.finish()
     return cfg

@@ -15,6 +15,7 @@ import socket
 import time
 from typing import Any
 
+from firmware.call.authorise import Authoriser
 from firmware.call.manager import AccountInfo, CallManager
 from firmware.call.refer import DEFAULT_DENY, ReferPolicy, TransferService
 from firmware.call.replaces import ReplacesService
@@ -98,6 +99,10 @@ class Phone:
         self.media.on_dtmf = self._on_dtmf
         self.conference = ConferenceBridge()  # local 3-way: calls mixed with the handset
         tr = config.transfer
+        # Who may transfer/replace/join from outside a call: listed and proven by our Digest.
+        self.authoriser = Authoriser(
+            self.ids, tr.allow_from, tr.auth_users, allow_md5=config.sip.allow_md5
+        )
         self.transfers = TransferService(
             self.calls,
             ReferPolicy(
@@ -105,10 +110,13 @@ class Phone:
                 out_of_dialog=tr.allow_out_of_dialog,
                 allow=tr.allow,
                 deny=DEFAULT_DENY if tr.deny is None else tr.deny,
+                norefersub=tr.norefersub,
+                notify_timeout=tr.notify_timeout,
             ),
+            self.authoriser,
         )
-        # INVITE with Replaces (attended transfer target, RFC 3891): peer or transferor only.
-        self.replaces = ReplacesService(self.calls)
+        # INVITE with Replaces (attended transfer target, RFC 3891): peer, transferor, or listed.
+        self.replaces = ReplacesService(self.calls, auth=self.authoriser)
 
     def _on_dtmf(self, call_id: str, digit: str) -> None:
         """A digit the far end sent (RFC 4733), for status and (later) the UI."""

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from firmware.call.authorise import Authoriser
 from firmware.call.manager import AccountInfo, CallManager
 from firmware.call.refer import ReferPolicy, TransferService
+from firmware.sip.auth import DigestClient, DigestCredentials
 from firmware.sip.ids import SeededIds
 from firmware.sip.message import SipRequest, SipResponse, make_request
 from firmware.sip.offer_answer import CodecSpec
@@ -58,9 +60,27 @@ class Phone:
         return LocalEndpoint(self.transport, f"{host}:5060", contact, False)
 
 
-def make_phone(name: str, policy: ReferPolicy | None = None) -> Phone:
+# Identities allowed to REFER/replace/join from outside a call, and their Digest passwords.
+ALLOW_FROM = ("sip:x@192.0.2.66",)
+USERS = {"x": "x-secret"}
+
+
+def make_phone(
+    name: str,
+    policy: ReferPolicy | None = None,
+    *,
+    allow_from: tuple[str, ...] = ALLOW_FROM,
+    password: str | None = None,
+) -> Phone:
+    """A phone; ``allow_from`` (with `USERS`) is who may act from outside a call here, and
+    ``password`` makes this phone answer Digest challenges as user ``name``."""
     ua = UserAgent(ids=SeededIds(name), timers=Timers())
     host = HOSTS[name]
+    digest = (
+        DigestClient(DigestCredentials(name, password), SeededIds(f"{name}-cnonce"))
+        if password
+        else None
+    )
 
     def account(_id: str) -> AccountInfo:
         return AccountInfo(
@@ -69,12 +89,13 @@ def make_phone(name: str, policy: ReferPolicy | None = None) -> Phone:
             domain=host,
             contact=f"<sip:{name}@{host}:5060>",
             dest=None,
-            digest=None,
+            digest=digest,
             secure=False,
         )
 
     calls = CallManager(ua, ports=Ports(10000 * (1 + len(name))), codecs=[PCMU], accounts=account)
-    phone = Phone(name, ua, calls, TransferService(calls, policy or ReferPolicy()))
+    auth = Authoriser(ua.ids, allow_from, USERS)
+    phone = Phone(name, ua, calls, TransferService(calls, policy or ReferPolicy(), auth))
     ua.network = phone
     return phone
 
@@ -498,10 +519,12 @@ def _ood_refer(
 
 
 def test_t1_out_of_dialog_refer_from_a_stranger_is_refused() -> None:
-    net = Net(make_phone("a"), make_phone("b"), make_phone("c"), make_phone("x"))
+    """Not on allow_from: 403 at once (no challenge to probe passwords with), no INVITE."""
+    net = Net(make_phone("a"), make_phone("b", allow_from=()), make_phone("c"), make_phone("x"))
     connect(net)
     response = _ood_refer(net, net.phones["x"], None)
     assert response.status == 403
+    assert response.headers.get("WWW-Authenticate") is None
     assert requests(net.phones["c"], "INVITE") == []
 
 
@@ -515,21 +538,40 @@ def _dialog_of_b(net: Net) -> tuple[str, str, str]:
 def test_t1_target_dialog_over_plain_udp_is_still_refused() -> None:
     net = Net(make_phone("a"), make_phone("b"), make_phone("c"), make_phone("x"))
     connect(net)
-    response = _ood_refer(net, net.phones["x"], _dialog_of_b(net))
+    response = _ood_refer(net, net.phones["a"], _dialog_of_b(net))
     assert response.status == 403 and "TLS" in response.reason
     assert requests(net.phones["c"], "INVITE") == []
 
 
 def test_t1_target_dialog_of_a_live_call_over_tls_is_accepted() -> None:
+    """RFC 4538: the call's peer (A) over TLS; a wrong tag or an ended call -> 481 (T2)."""
     net = Net(make_phone("a"), make_phone("b"), make_phone("c"), make_phone("x"))
     connect(net)
     net.phones["b"].transport = "TLS"
     target = _dialog_of_b(net)
     wrong = (target[0], target[1], "not-our-tag")
-    assert _ood_refer(net, net.phones["x"], wrong).status == 403
-    response = _ood_refer(net, net.phones["x"], target, 2)
+    assert _ood_refer(net, net.phones["a"], wrong).status == 481
+    response = _ood_refer(net, net.phones["a"], target, 2)
     assert response.status == 200 and response.headers.get("Refer-Sub") == "false"
     assert len(requests(net.phones["c"], "INVITE")) == 1
+    answer_c(net)
+    assert net.phones["b"].calls.active_calls()[0].session.call_id != target[0]
+    # Replayed after the transfer completed: the target dialog is gone, nothing happens.
+    replay = _ood_refer(net, net.phones["a"], target, 3)
+    assert replay.status == 481
+    assert len(requests(net.phones["c"], "INVITE")) == 1
+
+
+def test_t1_target_dialog_from_someone_else_is_refused_even_over_tls() -> None:
+    """Knowing the tags is not enough: X is not the peer of that call (and not listed)."""
+    net = Net(
+        make_phone("a"), make_phone("b", allow_from=()), make_phone("c"), make_phone("x")
+    )
+    connect(net)
+    net.phones["b"].transport = "TLS"
+    response = _ood_refer(net, net.phones["x"], _dialog_of_b(net))
+    assert response.status == 403
+    assert requests(net.phones["c"], "INVITE") == []
 
 
 def test_t1_in_dialog_refer_can_be_switched_off_by_policy() -> None:

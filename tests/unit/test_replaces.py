@@ -22,7 +22,9 @@ from firmware.call.replaces import (
 from firmware.sip.message import make_request
 from firmware.sip.uri import parse_uri
 from tests.unit.test_refer import (
+    ALLOW_FROM,
     HOSTS,
+    USERS,
     Net,
     Phone,
     Recorder,
@@ -36,9 +38,19 @@ from tests.unit.test_refer import (
 SERVICES: dict[int, ReplacesService] = {}
 
 
-def phone(name: str, policy: ReplacesPolicy | None = None) -> Phone:
-    p = make_phone(name, ReferPolicy())
-    SERVICES[id(p)] = ReplacesService(p.calls, policy or ReplacesPolicy())
+def phone(
+    name: str,
+    policy: ReplacesPolicy | None = None,
+    *,
+    allow_from: tuple[str, ...] = ALLOW_FROM,
+    password: str | None = None,
+) -> Phone:
+    """A phone whose allow-listed X (Digest user x, `USERS`) may replace; X itself answers
+    challenges with that password (or ``password``)."""
+    p = make_phone(
+        name, ReferPolicy(), allow_from=allow_from, password=password or USERS.get(name)
+    )
+    SERVICES[id(p)] = ReplacesService(p.calls, policy or ReplacesPolicy(), p.transfers.auth)
     return p
 
 
@@ -255,8 +267,9 @@ def test_ringing_here_cannot_be_replaced_481(net: Net) -> None:
 
 
 def test_own_early_dialog_is_replaced_and_cancelled() -> None:
-    """Pickup: X takes over the call A is placing to C (allow-listed); A CANCELs C (487)."""
-    net = Net(phone("a", ReplacesPolicy(allow=("sip:x@192.0.2.66",))), phone("c"), phone("x"))
+    """Pickup: X (allow-listed) answers A's Digest challenge and takes over the call A is
+    placing to C; A CANCELs C (487)."""
+    net = Net(phone("a"), phone("c"), phone("x"))
     a, c, x = net.phones["a"], net.phones["c"], net.phones["x"]
     a_c = consult(net, answer=False)
     session = a.calls.get(a_c).session
@@ -266,7 +279,11 @@ def test_own_early_dialog_is_replaced_and_cancelled() -> None:
     )
     x.calls.dial("sip:a@192.0.2.1", "line1", net.now, extra_headers=[("Replaces", value)])
     net.pump()
-    assert new_invite_status(x) == [200]
+    assert new_invite_status(x) == [401, 200]
+    challenge = [r for r in responses(x, "INVITE") if r.status == 401][0]
+    assert challenge.headers.get_raw("WWW-Authenticate")[0].startswith(
+        'Digest realm="deskphone"'
+    )
     assert len(requests(c, "CANCEL")) == 1
     assert a.calls.get(a_c).state == "ended"
     assert [k.state for k in live(a)] == ["connected"]
@@ -301,7 +318,8 @@ def test_t3_replayed_replaces_after_success_gets_603_and_no_ringing(net: Net) ->
     assert [k.state for k in live(c)] == ["connected"]
 
 
-def test_t7_replaces_from_a_stranger_is_403_and_the_call_continues(net: Net) -> None:
+def test_t7_replaces_from_a_stranger_is_403_and_the_call_continues() -> None:
+    net = Net(phone("a"), phone("c", allow_from=()), phone("x"))
     a, c, x = net.phones["a"], net.phones["c"], net.phones["x"]
     a_c = consult(net)
     x.calls.dial(
@@ -309,6 +327,20 @@ def test_t7_replaces_from_a_stranger_is_403_and_the_call_continues(net: Net) -> 
     )
     net.pump()
     assert new_invite_status(x) == [403]
+    assert requests(a, "BYE") == [] and requests(c, "BYE") == []
+    assert a.calls.get(a_c).state == "connected"
+    assert [k.state for k in live(c)] == ["connected"]
+
+
+def test_t7_listed_identity_with_a_wrong_password_is_403_and_the_call_continues() -> None:
+    net = Net(phone("a"), phone("c"), phone("x", password="guessed"))
+    a, c, x = net.phones["a"], net.phones["c"], net.phones["x"]
+    a_c = consult(net)
+    x.calls.dial(
+        "sip:c@192.0.2.3", "line1", net.now, extra_headers=[("Replaces", replaces_for_c(net, a_c))]
+    )
+    net.pump()
+    assert new_invite_status(x) == [401, 403]
     assert requests(a, "BYE") == [] and requests(c, "BYE") == []
     assert a.calls.get(a_c).state == "connected"
     assert [k.state for k in live(c)] == ["connected"]

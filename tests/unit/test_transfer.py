@@ -37,6 +37,22 @@ def test_transfer_config_defaults_and_values() -> None:
         {**BASE, "transfer": {"allow_refer": False, "allow": ["0044*"], "deny": ["00*", "+*"]}}
     ).transfer
     assert cfg.allow_refer is False and cfg.allow == ("0044*",) and cfg.deny == ("00*", "+*")
+    assert (default.allow_from, default.auth_users) == ((), {})
+    assert (default.norefersub, default.notify_timeout) == (True, 32.0)
+    auth = parse_config(
+        {
+            **BASE,
+            "transfer": {
+                "allow_from": ["sip:1001@pbx.example"],
+                "auth_users": {"1001": "s3cret"},
+                "notify_timeout": 10,
+                "norefersub": False,
+            },
+        }
+    ).transfer
+    assert auth.allow_from == ("sip:1001@pbx.example",) and auth.auth_users == {"1001": "s3cret"}
+    assert (auth.notify_timeout, auth.norefersub) == (10.0, False)
+    assert "s3cret" not in repr(auth)
 
 
 @pytest.mark.parametrize(
@@ -47,6 +63,11 @@ def test_transfer_config_defaults_and_values() -> None:
         ({"deny": "00*"}, "transfer.deny", "must be a list"),
         ({"allow_refer": "yes"}, "transfer.allow_refer", "true or false"),
         ({"colour": "red"}, "transfer.colour", "unknown key"),
+        ({"allow_from": ["http://pbx"]}, "transfer.allow_from[0]", "sip: or sips: URI"),
+        ({"allow_from": [7]}, "transfer.allow_from[0]", "sip: URI string"),
+        ({"auth_users": {"1001": ""}}, "transfer.auth_users.1001", "password"),
+        ({"notify_timeout": 0}, "transfer.notify_timeout", "between 1 and 600"),
+        ({"norefersub": "no"}, "transfer.norefersub", "true or false"),
     ],
 )
 def test_transfer_config_mistakes_name_the_key(
