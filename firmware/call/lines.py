@@ -89,9 +89,7 @@ class LineAppearances:
         if call.state == "held":
             target = call
         else:
-            held = [
-                c for c in self.calls.calls.values() if c.state == "held" and c.id != call_id
-            ]
+            held = [c for c in self.calls.calls.values() if c.state == "held" and c.id != call_id]
             if call.state != "connected" or not held:
                 raise LineBusy(f"call {call_id} has no held call to swap with")
             target = max(held, key=lambda c: c.started_at or 0.0)

@@ -204,8 +204,12 @@ class CallManager:
         *,
         late_offer: bool = False,
         extra_headers: Iterable[tuple[str, str]] = (),
+        hold_others: bool = True,
     ) -> Call:
         """Place a call to ``target`` (a number/user, or a full sip:/sips: URI).
+
+        The talking call is held first; ``hold_others=False`` keeps it talking because the
+        two are about to be joined in a local conference (they count as one line).
 
         ``late_offer`` sends the INVITE without SDP, so the callee offers in its 2xx and we
         answer in the ACK (RFC 3261 13.2.1; some PBXs and gateways need it).
@@ -213,7 +217,8 @@ class CallManager:
         if len(self.active_calls()) >= self.max_calls:
             raise RuntimeError("all line appearances are busy")
         info = self.accounts(account_id)
-        if self.lines is not None:
+        talking = [] if self.lines is None else [c.id for c in self.lines.talking()]
+        if self.lines is not None and hold_others:
             self.lines.make_room(None, now)  # the talking call goes on hold first
         uri = (
             target
@@ -251,6 +256,8 @@ class CallManager:
             local_rtp=local,
         )
         self._add(call)
+        if self.lines is not None and not hold_others and talking:
+            self.lines.join([*talking, call.id])
         self._sync(call, now)
         return call
 

@@ -138,6 +138,14 @@ class TransferConfig:
     notify_timeout: float = 32.0  # transferor gives up waiting for the final NOTIFY (seconds)
 
 
+@dataclass(frozen=True)
+class CallsConfig:
+    """[calls]: line appearances and the network conference focus (RFC 4579)."""
+
+    max_calls: int = 4  # line appearances; one more incoming call gets 486 Busy Here
+    conference_focus: str | None = None  # sip: URI of a conference factory/focus, if any
+
+
 _PATTERN_RE = re.compile(r"^[A-Za-z0-9*?+#\[\]!._-]{1,64}$")
 
 
@@ -151,6 +159,7 @@ class PhoneConfig:
     audio: AudioConfig = field(default_factory=lambda: default_audio())
     log_level: str = "INFO"
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    calls: CallsConfig = field(default_factory=CallsConfig)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -298,6 +307,18 @@ def _parse_transfer(top: _Section, file: str) -> TransferConfig:
     )
     tr.finish()
     return cfg
+
+
+def _parse_calls(top: _Section, file: str) -> CallsConfig:
+    section = _Section(file, "calls", top.get("calls", dict, {}))
+    max_calls = section.get("max_calls", int, 4)
+    if not 1 <= max_calls <= 16:
+        raise section.error("max_calls", "must be between 1 and 16 line appearances")
+    focus = section.get("conference_focus", str, None)
+    if focus is not None:
+        focus = str(_sip_uri(section, "conference_focus", focus))
+    section.finish()
+    return CallsConfig(max_calls=max_calls, conference_focus=focus)
 
 
 def _kind_name(kinds: tuple[type, ...]) -> str:
@@ -486,6 +507,7 @@ def parse_config(
 
     audio_cfg = _parse_audio(top, file, base)
     transfer_cfg = _parse_transfer(top, file)
+    calls_cfg = _parse_calls(top, file)
 
     log = _Section(file, "logging", top.get("logging", dict, {}))
     level = log.get("level", str, "INFO").upper()
@@ -502,4 +524,5 @@ def parse_config(
         audio=audio_cfg,
         log_level=level,
         transfer=transfer_cfg,
+        calls=calls_cfg,
     )

@@ -29,6 +29,8 @@ CALL_ACTIONS = (
     "transfer",
     "conference",
     "drop",
+    "swap",
+    "leave",
 )
 
 
@@ -44,7 +46,7 @@ class ActionError(Exception):
 class Actions(Protocol):
     """What the phone can be asked to do; raises ActionError with an HTTP status."""
 
-    def dial(self, number: str, account: str | None) -> dict[str, Any]: ...
+    def dial(self, number: str, account: str | None, hold: bool = True) -> dict[str, Any]: ...
 
     def call_action(self, call_id: str, action: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -100,7 +102,10 @@ def make_app(token: str, status: StatusProvider, actions: Actions | None = None)
         account = body.get("account")
         if account is not None and not isinstance(account, str):
             raise ActionError(400, '"account" must be a string')
-        return web.json_response(actions.dial(number.strip(), account), status=201)
+        hold = body.get("hold", True)  # false: keep the talking call talking (conference set-up)
+        if not isinstance(hold, bool):
+            raise ActionError(400, '"hold" must be true or false')
+        return web.json_response(actions.dial(number.strip(), account, hold=hold), status=201)
 
     async def post_call_action(request: web.Request) -> web.Response:
         assert actions is not None

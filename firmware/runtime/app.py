@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from firmware.call.authorise import Authoriser
+from firmware.call.lines import LineAppearances, LineBusy
 from firmware.call.manager import AccountInfo, CallManager
 from firmware.call.refer import DEFAULT_DENY, ReferPolicy, TransferService
 from firmware.call.replaces import ReplacesService
@@ -23,7 +24,7 @@ from firmware.provisioning.config import AccountConfig, PhoneConfig
 from firmware.runtime.addresses import Address, resolve_target
 from firmware.runtime.api import ActionError, ApiServer
 from firmware.runtime.conference import ConferenceBridge
-from firmware.runtime.progress_tones import ProgressTonePlayer
+from firmware.runtime.progress_tones import CallWaitingTone, ProgressTonePlayer
 from firmware.runtime.state import DeviceState
 from firmware.runtime.transports import Flow, TlsConfig, TransportError, TransportManager
 from firmware.sip.auth import DigestClient, DigestCredentials
@@ -92,6 +93,7 @@ class Phone:
             if config.audio.telephone_event
             else None,
             srtp_without_tls=config.audio.srtp_without_tls,
+            max_calls=config.calls.max_calls,
             session_timer=SessionTimerConfig(session_expires=config.sip.session_expires)
             if config.sip.session_timers
             else None,
@@ -117,6 +119,9 @@ class Phone:
         )
         # INVITE with Replaces (attended transfer target, RFC 3891): peer, transferor, or listed.
         self.replaces = ReplacesService(self.calls, auth=self.authoriser)
+        # line appearances: call waiting, answer-and-hold, swap; one talking call at a time
+        self.lines = LineAppearances(self.calls)
+        self.call_waiting = CallWaitingTone(config.audio.tone_country)
 
     def _on_dtmf(self, call_id: str, digit: str) -> None:
         """A digit the far end sent (RFC 4733), for status and (later) the UI."""
@@ -197,11 +202,11 @@ class Phone:
         )
 
     # ----- actions (the action API) ----------------------------------------------------------
-    def dial(self, number: str, account: str | None) -> dict[str, Any]:
+    def dial(self, number: str, account: str | None, hold: bool = True) -> dict[str, Any]:
         account_id = account or (self.config.accounts[0].id if self.config.accounts else "")
         now = time.monotonic()
         try:
-            call = self.calls.dial(number, account_id, now)
+            call = self.calls.dial(number, account_id, now, hold_others=hold)
         except RuntimeError as e:
             raise ActionError(409, str(e)) from None
         self._after_calls()
@@ -215,10 +220,8 @@ class Phone:
             raise ActionError(404, f"no call {call_id!r}") from None
         if call.state == "ended":
             raise ActionError(409, f"call {call_id} has ended")
-        if action == "answer":
-            if call.direction != "incoming" or call.state != "ringing":
-                raise ActionError(409, f"call {call_id} is not ringing")
-            self.calls.answer(call_id, now)
+        if action in ("answer", "resume", "swap", "leave"):
+            self._line_action(call_id, action, now)
         elif action == "reject":
             self.calls.reject(
                 call_id, now, int(body.get("status", 486)), str(body.get("reason", "Busy Here"))
@@ -230,9 +233,6 @@ class Phone:
         elif action == "hold":
             if not self.calls.hold(call_id, now):
                 raise ActionError(409, f"call {call_id} cannot be held now ({call.state})")
-        elif action == "resume":
-            if not self.calls.resume(call_id, now):
-                raise ActionError(409, f"call {call_id} is not held")
         elif action == "transfer" and "target_call" in body:
             self._transfer_attended(call_id, body["target_call"], now)
         elif action == "transfer":
@@ -261,6 +261,38 @@ class Phone:
                 raise ActionError(409, f"cannot send DTMF on call {call_id}: {e}") from None
         self._after_calls()
         return self.calls.get(call_id).status(now)
+
+    def _line_action(self, call_id: str, action: str, now: float) -> None:
+        """answer (answer-and-hold), resume/swap (hold the talking call first), leave a
+        3-way conference (firmware/call/lines.py, conference_leave)."""
+        call = self.calls.get(call_id)
+        try:
+            if action == "answer":
+                if call.direction != "incoming" or call.state != "ringing":
+                    raise ActionError(409, f"call {call_id} is not ringing")
+                self.calls.answer(call_id, now)
+            elif action == "resume" and not self.calls.resume(call_id, now):
+                raise ActionError(409, f"call {call_id} is not held")
+            elif action == "swap":
+                self.lines.swap(call_id, now)
+            elif action == "leave":
+                self._leave(call_id, now)
+        except LineBusy as e:
+            raise ActionError(409, str(e)) from None
+
+    def _leave(self, call_id: str, now: float) -> None:
+        """Leave a 3-way conference: the two others are transferred to each other (REFER to
+        this call's party with Replaces of the other call's dialog, RFC 5589 7 / RFC 5850 7);
+        our calls end when the transfer succeeds (BYE from us, and from the target)."""
+        members = self.conference.members or sorted(self.lines.conference)
+        if call_id not in members or len(members) != 2:
+            raise ActionError(409, f"call {call_id} is not in a 3-way conference")
+        other = next(c for c in members if c != call_id)
+        self.conference.dissolve()
+        self.lines.leave(call_id)
+        self.lines.leave(other)
+        if not self.transfers.transfer_attended(call_id, other, now):
+            raise ActionError(409, f"calls {call_id} and {other} cannot be transferred now")
 
     def _conference(self, call_id: str, other: Any, now: float) -> None:
         """Mix `call_id` and `other` (and any calls already conferenced) with the handset."""
@@ -297,6 +329,9 @@ class Phone:
         for change in changes:
             self.media.apply(change)
         self.conference.sync(self.media.sessions)  # ended calls leave the conference
+        self.call_waiting.follow(
+            self.calls.calls.values(), self.media.sessions, skip=self.conference.members
+        )
         self._pump()
 
     # ----- lifecycle -----------------------------------------------------------------------
@@ -574,6 +609,7 @@ class Phone:
             "registrations": regs,
             "calls": [self._call_status(c) for c in self.calls.calls.values()],
             "conference": self.conference.members,
+            "lines": self.lines.status(),
         }
 
     def _call_status(self, call: Any) -> dict[str, Any]:

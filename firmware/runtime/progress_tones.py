@@ -20,6 +20,13 @@ What plays when (the newest call decides, so a new call silences the previous ca
 * nothing at all while any call has a running RTP session (connected, held or early media):
   the loudspeaker belongs to that session. So a second call dialled while one is on hold gets no
   local ringback (known limitation; the phone has one playback device per call).
+
+Call waiting is the exception, and it has its own half, `CallWaitingTone`: while an incoming
+call rings and another call is connected (talking), the country's call-waiting tone (E.180:
+US 440 Hz 0.3 s every 10 s, UK 400 Hz, DE 425 Hz) is added into what the talking call plays in
+the earpiece, instead of ringing loudly. It rides on that call's own media ticker (an overlay
+on the session's sink, `MediaSession.set_audio`), so it needs no timer and no second device.
+Not played while the talking call is a local-conference leg (its sink is the mixer's).
 """
 
 from __future__ import annotations
@@ -28,12 +35,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from audio.graph import Sink
-from audio.tones import ToneGenerator, get_tone
+import numpy as np
+
+from audio.graph import BufferSink, SilenceSource, Sink
+from audio.pcm import to_int16
+from audio.tones import ToneGenerator, ToneSpec, get_tone
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +251,103 @@ class ProgressTonePlayer:
                 await task
 
 
+def call_waiting_target(calls: Iterable[CallView]) -> tuple[str, str] | None:
+    """(talking call, waiting call) when the call-waiting tone should sound, else None: an
+    incoming call rings while another call is connected (not held) with media."""
+    views = list(calls)
+    waiting = [c for c in views if c.direction == "incoming" and c.state == "ringing"]
+    talking = [c for c in views if c.state == "connected" and c.has_media]
+    if not waiting or not talking:
+        return None
+    return talking[0].id, min(waiting, key=lambda c: c.started_at).id
+
+
+class ToneOverlaySink:
+    """A sink that adds a tone to everything written through it (the earpiece of one call)."""
+
+    def __init__(self, inner: Sink, spec: ToneSpec) -> None:
+        self.inner = inner
+        self.rate = inner.rate
+        self.generator = ToneGenerator(spec, inner.rate)
+        self.enabled = True
+
+    def write(self, pcm: np.ndarray) -> None:
+        if self.enabled and len(pcm):
+            tone = self.generator.read(len(pcm))
+            pcm = to_int16(pcm.astype(np.float64) + tone)  # saturating sum: no wrap-around
+        self.inner.write(pcm)
+
+    def close(self) -> None:
+        """The inner sink belongs to the media engine (it closes it with the call)."""
+
+
+class CallWaitingTone:
+    """Plays the call-waiting tone into the talking call while another call waits.
+
+    `follow(calls, sessions)` after every change of the calls (the runtime's media sessions by
+    call id, each with `set_audio`). Installing swaps the session's sink for a `ToneOverlaySink`
+    around it; removing puts the original back if nobody else (a conference bridge) swapped it
+    since, and otherwise just silences the overlay, which then passes audio through unchanged.
+    """
+
+    def __init__(self, country: str) -> None:
+        self.spec = get_tone(country, "call_waiting")
+        self.current: tuple[str, str] | None = None  # (talking call, waiting call)
+        self._session: Any = None
+        self._overlay: ToneOverlaySink | None = None
+        self._saved: tuple[Any, Sink] | None = None
+        self.played: list[str] = []  # talking call ids the tone was played into (status, tests)
+
+    def follow(self, calls: Iterable[Any], sessions: Mapping[str, Any], skip: Any = ()) -> None:
+        """``skip``: call ids whose sessions must not be touched (local conference legs)."""
+        target = call_waiting_target(CallView.of(c) for c in calls)
+        if target is not None and target[0] in skip:
+            target = None
+        session = sessions.get(target[0]) if target is not None else None
+        if target is not None and session is None:
+            target = None
+        if target == self.current and session is self._session:
+            return
+        if self.current is not None and (
+            target is None or target[0] != self.current[0] or session is not self._session
+        ):
+            self._remove()
+        if target is not None and session is not None and self._overlay is None:
+            self._install(target, session)
+        self.current = target if self._overlay is not None else None
+
+    def _install(self, target: tuple[str, str], session: Any) -> None:
+        # set_audio returns the current nodes; the placeholders are replaced at once
+        source, sink = session.set_audio(SilenceSource(8000), BufferSink(8000))
+        self._overlay = ToneOverlaySink(sink, self.spec)
+        session.set_audio(source, self._overlay)
+        self._session, self._saved = session, (source, sink)
+        self.played.append(target[0])
+        log.info("call-waiting tone started (call %s waits, played into call %s)", *target[::-1])
+
+    def _remove(self) -> None:
+        overlay, session, saved = self._overlay, self._session, self._saved
+        self._overlay = self._session = self._saved = None
+        if overlay is None or session is None or saved is None:
+            return
+        overlay.enabled = False
+        current = session.set_audio(*saved)
+        if current[1] is not overlay:  # somebody else swapped it since: leave theirs in place
+            session.set_audio(*current)
+        if self.current is not None:
+            log.info("call-waiting tone stopped (call %s)", self.current[1])
+
+    def stop(self) -> None:
+        self._remove()
+        self.current = None
+
+
 __all__ = [
     "AFTER_CALL_S",
     "CallView",
+    "CallWaitingTone",
+    "ToneOverlaySink",
+    "call_waiting_target",
     "ProgressTonePlayer",
     "ProgressTonePolicy",
     "ToneChoice",
