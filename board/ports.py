@@ -24,6 +24,9 @@ LINE_KEYS = tuple(f"LINE_{n}" for n in range(1, MAX_LINE_KEYS + 1))
 HOOK = "HOOK"
 ALL_KEYS = frozenset(DIGIT_KEYS + FUNCTION_KEYS + SOFT_KEYS + LINE_KEYS + (HOOK,))
 
+# LEDs a board may have: one on any function or line key, plus the message-waiting lamp.
+LED_NAMES = frozenset(FUNCTION_KEYS + LINE_KEYS + SOFT_KEYS + ("MWI",))
+
 LedMode = Literal["off", "on", "slow_flash", "fast_flash"]
 LED_MODES: tuple[LedMode, ...] = ("off", "on", "slow_flash", "fast_flash")
 KeyEventKind = Literal["press", "release", "long_press", "repeat"]
@@ -60,6 +63,19 @@ class Keypad(Protocol):
     def start(self, sink: EdgeSink) -> None: ...
 
     def close(self) -> None: ...
+
+
+class PolledKeypad(Keypad, Protocol):
+    """A keypad that must be scanned (a key matrix): the runtime calls `poll` every interval."""
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between scans."""
+        ...
+
+    def poll(self, now: float) -> None:
+        """Scan once; edges go to the sink given to `start`, stamped `now`."""
+        ...
 
 
 class Display(Protocol):
