@@ -133,6 +133,11 @@ class UserAgent:
         self._invite_usage: dict[int, tuple[ServerTransaction, Any]] = {}
         self.network: Network | None = None
         self._merge: dict[tuple[str, str, int, str], _MergeEntry] = {}
+        # Sans-IO services with their own timers (subscriptions), polled like dialog usages.
+        self.services: list[Any] = []
+        # In-dialog requests of no bound dialog that a usage may still claim (a NOTIFY that
+        # overtakes the SUBSCRIBE's 2xx, RFC 6665 4.1.2.4); others get 481.
+        self.unmatched: dict[str, Handler] = {}
         self.handlers: dict[str, Handler] = {
             "OPTIONS": self._on_options,
             "REGISTER": self._on_register,
@@ -282,6 +287,8 @@ class UserAgent:
             seen[id(usage)] = usage
         for _tx, usage in self._invite_usage.values():
             seen[id(usage)] = usage
+        for service in self.services:
+            seen[id(service)] = service
         return [u for u in seen.values() if hasattr(u, "get_timer")]
 
     # ----- inbound ----------------------------------------------------------------------------
@@ -398,7 +405,9 @@ class UserAgent:
             return
         if request.to.tag is not None and request.method not in ("ACK", "CANCEL"):
             usage = self._dialogs.get(DialogId(request.call_id, request.to.tag, request.from_.tag))
-            if usage is None:
+            if usage is None and request.method in self.unmatched:
+                self.unmatched[request.method](server_tx, request, now)
+            elif usage is None:
                 self.respond(server_tx, request, 481, "Call/Transaction Does Not Exist", now)
             else:
                 usage.on_request(server_tx, request, now)
