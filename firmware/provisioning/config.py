@@ -161,6 +161,7 @@ class PhoneConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
     extra: dict[str, Any] = field(default_factory=dict)
+    board_ui: Any = None  # [board] + [ui]: firmware.provisioning.ui_config.BoardUiConfig
 
 
 class _Section:
@@ -508,6 +509,9 @@ def parse_config(
     audio_cfg = _parse_audio(top, file, base)
     transfer_cfg = _parse_transfer(top, file)
     calls_cfg = _parse_calls(top, file)
+    from firmware.provisioning.ui_config import parse_board_ui  # it builds on _Section
+
+    board_ui_cfg = parse_board_ui(top, file, base)
 
     log = _Section(file, "logging", top.get("logging", dict, {}))
     level = log.get("level", str, "INFO").upper()
@@ -525,4 +529,5 @@ def parse_config(
         log_level=level,
         transfer=transfer_cfg,
         calls=calls_cfg,
+        board_ui=board_ui_cfg,
     )

@@ -113,6 +113,7 @@ class PhoneView:
 class DirectoryEntry:
     name: str
     number: str
+    uri: str | None = None  # where the number is reached when it is not on the PBX (direct)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,7 @@
 
 SIP status codes and registration states become plain words here ("Busy", "Login refused"),
 numbers are shown without the URI noise, and lines are fitted to the display's size. Icons are
-single Unicode characters; the board's character mapping (board/charset) draws them with custom
-glyphs or a fallback letter.
+board/charset's private-use characters: a CGRAM glyph on the LCD, a look-alike in plain text.
 """
 
 from __future__ import annotations
@@ -11,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from board.charset import ICONS
 from firmware.ui.model import CallView, DirectoryEntry, UiSettings
 
-LOCK = "\U0001f512"  # SRTP: the call is encrypted
+LOCK = ICONS["lock"]  # SRTP: the call is encrypted (a CGRAM glyph on the LCD)
 
 CALL_FAILURES = {
     403: "Call not allowed",
