@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,12 @@ EXIT_CONFIG = 2
 def _cmd_run(args: argparse.Namespace) -> int:
     from firmware.provisioning.config import ConfigError, load_config
     from firmware.runtime.app import run_phone
+    from firmware.runtime.firmware_update import HEALTH_ENV, run_config_with_health
 
+    if args.bootstrap:  # provisioned phone (issue 7): firmware/runtime/provisioning_client.py
+        from firmware.runtime.provisioning_client import cmd_run_bootstrap
+
+        return cmd_run_bootstrap(args.bootstrap, args.state_dir, args.log_level)
     try:
         config = load_config(args.config)
     except ConfigError as e:
@@ -26,6 +32,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if os.environ.get(HEALTH_ENV):  # started by the A/B slot launcher: report health
+            return asyncio.run(run_config_with_health(config))
         return asyncio.run(run_phone(config))
     except KeyboardInterrupt:
         return 0
@@ -56,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deskphone", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the phone with a TOML config")
-    run.add_argument("--config", "-c", required=True, help="path to phone.toml")
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", "-c", help="path to phone.toml")
+    source.add_argument("--bootstrap", help="bootstrap.toml: fetch the config from the server")
+    run.add_argument("--state-dir", help="with --bootstrap: where provisioning state is kept")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=_cmd_run)
     check = sub.add_parser("sip-check", help="show how the phone reads raw SIP message files")
