@@ -78,7 +78,10 @@ def test_three_way_conference_each_hears_both_others_then_one_drops(
     call_a = phone.dial("1036")["id"]
     phone.wait_call(connected(call_a), 10, "the call to A to connect")
     far_a.wait_event("CALL_ESTABLISHED", 10)
-    call_b = phone.dial("1037")["id"]
+    # "hold": false keeps A talking while B is set up for the conference (no re-INVITE to A)
+    code, placed = phone.post("/api/dial", {"number": "1037", "hold": False})
+    assert code == 201, placed
+    call_b = placed["id"]
     phone.wait_call(connected(call_b), 10, "the call to B to connect")
     far_b.wait_event("CALL_ESTABLISHED", 10)
 
