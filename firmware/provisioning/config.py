@@ -162,6 +162,7 @@ class PhoneConfig:
     calls: CallsConfig = field(default_factory=CallsConfig)
     extra: dict[str, Any] = field(default_factory=dict)
     board_ui: Any = None  # [board] + [ui]: firmware.provisioning.ui_config.BoardUiConfig
+    features: Any = None  # [[keys]], [blf], [mwi], [dnd]...: features_config.FeaturesConfig
 
 
 class _Section:
@@ -512,6 +513,9 @@ def parse_config(
     from firmware.provisioning.ui_config import parse_board_ui  # it builds on _Section
 
     board_ui_cfg = parse_board_ui(top, file, base)
+    from firmware.provisioning.features_config import parse_features  # builds on _Section
+
+    features_cfg = parse_features(top, file)
 
     log = _Section(file, "logging", top.get("logging", dict, {}))
     level = log.get("level", str, "INFO").upper()
@@ -530,4 +534,5 @@ def parse_config(
         transfer=transfer_cfg,
         calls=calls_cfg,
         board_ui=board_ui_cfg,
+        features=features_cfg,
     )
