@@ -522,6 +522,12 @@ def parse_config(
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise log.error("level", "must be one of debug, info, warning, error")
     log.finish()
+    # [firmware] version: the release the A/B slot updater installs (issue 7, firmware_slots.py)
+    fw = _Section(file, "firmware", top.get("firmware", dict, {}))
+    fw_version = fw.get("version", str, None)
+    if fw_version is not None and not re.match(r"^\d{1,6}(\.\d{1,6}){0,3}$", fw_version):
+        raise fw.error("version", f"{fw_version!r} is not a release number like 1.4.2")
+    fw.finish()
     top.finish()
     return PhoneConfig(
         source=file,
@@ -535,4 +541,5 @@ def parse_config(
         calls=calls_cfg,
         board_ui=board_ui_cfg,
         features=features_cfg,
+        extra={"firmware_version": fw_version} if fw_version else {},
     )

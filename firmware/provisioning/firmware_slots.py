@@ -170,6 +170,12 @@ class Slots:
         except (tarfile.TarError, OSError) as e:
             shutil.rmtree(staging, ignore_errors=True)
             raise FirmwareError(f"firmware {version}: cannot unpack: {e}") from None
+        entries = list(staging.iterdir())
+        if len(entries) == 1 and entries[0].is_dir():  # deskphone-<version>/...: hoist it
+            hoisted = self.root / f"{slot}.hoist"
+            os.replace(entries[0], hoisted)
+            staging.rmdir()
+            os.replace(hoisted, staging)
         atomic_write(staging / META, json.dumps({"version": version, "sha256": digest}).encode())
         _fsync_tree(staging)
         fault("firmware:unpacked")
@@ -205,7 +211,8 @@ class Slots:
         """Decide which slot starts now; undo a trial that did not survive its first boot."""
         clean_temporaries(self.root)
         for slot in SLOTS:  # half-done unpack or clear: never visible, just remove
-            for leftover in (self.root / f"{slot}.new", self.root / f"{slot}.old"):
+            for suffix in (".new", ".old", ".hoist"):
+                leftover = self.root / f"{slot}{suffix}"
                 if leftover.exists():
                     shutil.rmtree(leftover)
         trial = self.trial()

@@ -156,7 +156,6 @@ class ConfigStore:
         except DocumentError as e:
             raise ProvisioningError(e.reason) from None
         cfg = merge_layers(cfg, self.local_layer())
-        cfg.pop("firmware", None)  # [firmware] version: read by the updater, not the phone
         device = cfg.setdefault("device", {})
         if isinstance(device, dict):
             device.setdefault("name", self.device_name)

@@ -210,6 +210,8 @@ class ProvisioningService:
             "serial": self.current.serial if self.current else None,
             "registration": self.phone.registration_summary() if self.phone else "none",
             "last_error": self.last_error,
+            "config_source": self.source,
+            "local_changes": self.store.local_layer() or None,
         }
         try:
             async with self._http().post(self.boot.status_url(), json=body) as resp:

@@ -111,3 +111,9 @@ def test_half_unpacked_leftovers_are_cleaned_at_boot(slots: Slots) -> None:
     (slots.root / "b.new" / "junk").write_text("x")
     assert slots.boot().slot == "a"
     assert not (slots.root / "b.new").exists()
+
+
+def test_a_bundle_with_one_top_directory_is_hoisted(slots: Slots, tmp_path: Path) -> None:
+    slot = slots.install(*bundle(tmp_path, "1.1", {"deskphone-1.1/firmware/x.py": "v2"}))
+    assert (slots.root / slot / "firmware" / "x.py").read_text() == "v2"
+    assert slots.slot_version(slot) == "1.1"

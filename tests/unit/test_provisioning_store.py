@@ -180,8 +180,11 @@ def test_local_layer_is_kept_over_reprovisioning(fleet: Fleet, tmp_path: Path) -
 
 def test_firmware_section_is_for_the_updater(fleet: Fleet, tmp_path: Path) -> None:
     doc = fleet.doc(1, firmware={"version": "1.2"})
-    payload, _config = store(fleet, tmp_path).check(doc, NOW)
+    payload, config = store(fleet, tmp_path).check(doc, NOW)
     assert desired_firmware(payload) == "1.2"
+    assert config.extra["firmware_version"] == "1.2"
+    with pytest.raises(ProvisioningError, match=r"firmware\.version: 'latest' is not a release"):
+        store(fleet, tmp_path).check(fleet.doc(2, firmware={"version": "latest"}), NOW)
 
 
 def test_bootstrap_paths_are_relative_and_checked(tmp_path: Path) -> None:
