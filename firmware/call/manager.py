@@ -164,6 +164,8 @@ class CallManager:
         self.dialog_methods: list[str] = []
         # firmware.call.replaces.ReplacesService: vets INVITEs with Replaces before anything rings.
         self.replaces: Any = None
+        # firmware.call.join.JoinService: vets INVITEs with Join (RFC 3911) the same way.
+        self.joins: Any = None
         # firmware.call.lines.LineAppearances: holds the talking call before another one talks.
         self.lines: Any = None
         ua.handlers["INVITE"] = self._on_invite
@@ -264,6 +266,8 @@ class CallManager:
     def _on_invite(self, server_tx: ServerTransaction, request: SipRequest, now: float) -> None:
         if self.replaces is not None and self.replaces.refuse(server_tx, request, now):
             return
+        if self.joins is not None and self.joins.refuse(server_tx, request, now):
+            return
         if len(self.active_calls()) >= self.max_calls:
             self.ua.respond(server_tx, request, 486, "Busy Here", now)
             return
@@ -290,6 +294,11 @@ class CallManager:
             user_agent=self.user_agent,
             session_timer=self.session_timer,
             advertise=self.dialog_methods,
+            # RFC 3891 section 3 / RFC 3911: a vetted Replaces or Join is answered, never rung.
+            alert=not (
+                (self.replaces is not None and request.headers.get_raw("Replaces"))
+                or (self.joins is not None and request.headers.get_raw("Join"))
+            ),
         )
         if session.state is State.TERMINATED:  # refused at once (e.g. 422 Min-SE)
             self.ports.release(call_key)

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from firmware.call.authorise import Authoriser
+from firmware.call.join import JoinService
 from firmware.call.lines import LineAppearances, LineBusy
 from firmware.call.manager import AccountInfo, CallManager
 from firmware.call.refer import DEFAULT_DENY, ReferPolicy, TransferService
@@ -119,6 +120,8 @@ class Phone:
         )
         # INVITE with Replaces (attended transfer target, RFC 3891): peer, transferor, or listed.
         self.replaces = ReplacesService(self.calls, auth=self.authoriser)
+        # INVITE with Join (RFC 3911): a listed, Digest-proven identity enters a call; mixed here.
+        self.joins = JoinService(self.calls, self.authoriser)
         # line appearances: call waiting, answer-and-hold, swap; one talking call at a time
         self.lines = LineAppearances(self.calls)
         self.call_waiting = CallWaitingTone(config.audio.tone_country)
@@ -329,6 +332,9 @@ class Phone:
         for change in changes:
             self.media.apply(change)
         self.conference.sync(self.media.sessions)  # ended calls leave the conference
+        for pair in self.joins.ready_to_mix(lambda c: c in self.media.sessions):
+            for c in pair:  # an authorised Join: this phone mixes the three (local focus)
+                self.conference.add(c, self.media.sessions[c])
         self.call_waiting.follow(
             self.calls.calls.values(), self.media.sessions, skip=self.conference.members
         )

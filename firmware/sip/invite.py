@@ -282,8 +282,12 @@ class InviteSession:
         user_agent: str = "deskphone/0.1",
         session_timer: SessionTimerConfig | None = None,
         advertise: Iterable[str] = (),
+        alert: bool = True,
     ) -> InviteSession:
         """Take a new incoming INVITE: the phone rings (180) in an early dialog.
+
+        ``alert=False`` sends no 180: the caller is answered at once (an authorised INVITE
+        with Replaces or Join must not ring, RFC 3891 section 3).
 
         With session timers on, an interval below our Min-SE is refused right here with 422
         (RFC 4028 section 8.1; THREATS T19) and the returned session is already terminated.
@@ -313,7 +317,8 @@ class InviteSession:
                 session._terminate("rejected", 422, "Session Interval Too Small")
                 return session
             session._st_uas = decision
-        session._respond_invite(180, "Ringing", now)
+        if alert:
+            session._respond_invite(180, "Ringing", now)
         return session
 
     # ----- common helpers ----------------------------------------------------------------------

@@ -41,7 +41,16 @@ from firmware.sip.validate import validate_request, validate_response
 log = logging.getLogger(__name__)
 
 # Option tags we implement (sent in Supported, accepted in Require).
-SUPPORTED: tuple[str, ...] = ("path", "outbound", "gruu", "timer", "replaces")
+SUPPORTED: tuple[str, ...] = (
+    "path",
+    "outbound",
+    "gruu",
+    "timer",
+    "replaces",
+    "join",  # RFC 3911 (firmware/call/join.py)
+    "tdialog",  # RFC 4538 Target-Dialog (firmware/call/refer.py)
+    "norefersub",  # RFC 4488 Refer-Sub: false is honoured
+)
 ACCEPT = "application/sdp"
 NOT_ALLOWED = frozenset({"REGISTER"})  # recognised, answered 405, never advertised
 TRANSPORT_FAILURE = "Service Unavailable (transport failure)"

@@ -130,7 +130,9 @@ def test_options_answered_200_with_capabilities(ua: UserAgent) -> None:
     allowed = {m.strip() for m in ALLOW.split(",")}
     assert allowed == set(ua.handlers) - {"REGISTER"}
     assert header_line(resp, "Accept") == ["application/sdp"]
-    assert header_line(resp, "Supported") == ["path, outbound, gruu, timer, replaces"]
+    assert header_line(resp, "Supported") == [
+        "path, outbound, gruu, timer, replaces, join, tdialog, norefersub"
+    ]
     assert header_line(resp, "Server") == ["deskphone/0.1"]
     # 8.2.6.2: Via, From, Call-ID and CSeq copied as written; To gets our tag.
     assert header_line(resp, "Via") == ["SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKbranch1"]
