@@ -7,10 +7,12 @@ runs them inside the real MicroPython WebAssembly port.
 
 try:
     from frontpanel import protocol
+    from frontpanel.app import PanelApp
     from frontpanel.core import PanelCore
     from frontpanel.scanner import Debouncer, DirectInputs, LedPatterns, MatrixScanner
 except ImportError:
     from board.frontpanel import protocol
+    from board.frontpanel.app import PanelApp
     from board.frontpanel.core import PanelCore
     from board.frontpanel.scanner import Debouncer, DirectInputs, LedPatterns, MatrixScanner
 
@@ -138,6 +140,79 @@ def case_core_hello_keys_heartbeat_and_led_commands():
     assert protocol.decode(reply)[0] == "H"
     core.receive(protocol.encode(protocol.RESET, 44, ()))
     assert core.reset_requested
+
+
+class FakePin:
+    """MicroPython's Pin interface: value() reads, value(v) drives."""
+
+    def __init__(self, level=1, read=None):
+        self.level = level
+        self.history = []
+        self._read = read
+
+    def value(self, v=None):
+        if v is None:
+            return self._read() if self._read else self.level
+        self.level = v
+        self.history.append(v)
+        return None
+
+
+class FakeUart:
+    def __init__(self):
+        self.rx = b""
+        self.tx = b""
+
+    def read(self):
+        data, self.rx = self.rx, b""
+        return data or None
+
+    def write(self, data):
+        self.tx += data
+
+
+def _frames(uart):
+    frames = protocol.LineReader().feed(uart.tx)
+    uart.tx = b""
+    return frames
+
+
+def case_app_scans_matrix_and_hook_and_drives_leds():
+    held = set()  # (row, col) of keys a finger holds down
+    rows = [FakePin(), FakePin()]
+
+    def column(c):
+        # A column reads low when a held key joins it to the row currently driven low.
+        return lambda: 0 if any(rows[r].level == 0 and (r, c) in held for r in range(2)) else 1
+
+    cols = [FakePin(read=column(0)), FakePin(read=column(1))]
+    hook = FakePin(level=1)
+    mwi = FakePin(level=0)
+    uart = FakeUart()
+    keymap = {(0, 0): "DIGIT_1", (0, 1): "DIGIT_2", (1, 0): "HOLD", (1, 1): "CONF"}
+    app = PanelApp(uart, rows, cols, keymap, {"MWI": mwi}, hook, debounce_ms=10, now_ms=0)
+    app.start()
+    assert [f[0] for f in _frames(uart)] == ["H"]
+    held.add((1, 1))
+    hook.level = 0  # handset lifted
+    for t in (0, 5, 10):
+        app.scan(t)
+    keys = [f[2][:2] for f in _frames(uart) if f[0] == "K"]
+    assert keys == [["CONF", "D"], ["HOOK", "D"]]
+    held.clear()
+    for t in (20, 30):
+        app.scan(t)
+    assert [f[2][:2] for f in _frames(uart)] == [["CONF", "U"]]
+    assert rows[0].level == 1 and rows[1].level == 1  # rows idle high between scans
+    uart.rx = protocol.encode(protocol.LED, 9, ("MWI", "slow_flash"))
+    assert app.serve(100) is False
+    assert [(f[0], f[2]) for f in _frames(uart)] == [("A", ["9"])]
+    assert mwi.level == 1  # 100 ms into a 1 s period: the on half
+    app.serve(600)
+    assert mwi.level == 0
+    assert [f[0] for f in _frames(uart)] == ["B"]  # the heartbeat was due
+    uart.rx = protocol.encode(protocol.RESET, 10, ())
+    assert app.serve(610) is True
 
 
 CASES = sorted(name for name in dir() if name.startswith("case_"))

@@ -42,7 +42,7 @@ def test_flash_writes_verifies_and_the_firmware_runs_on_micropython(board: RawRe
     files = firmware_files(PINS)
     assert set(report.files) == set(files) == {
         "/frontpanel/__init__.py", "/frontpanel/protocol.py", "/frontpanel/scanner.py",
-        "/frontpanel/core.py", "/panel_config.py", "/main.py",
+        "/frontpanel/core.py", "/frontpanel/app.py", "/panel_config.py", "/main.py",
     }
     assert board.soft_reboots >= 1
     for path, data in files.items():

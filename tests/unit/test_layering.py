@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SANS_IO_PACKAGES = [
     "firmware/sip", "firmware/call", "firmware/ui", "board/keys", "board/leds", "board/charset",
     "board/panel", "board/frontpanel/protocol", "board/frontpanel/scanner",
-    "board/frontpanel/core", "audio",
+    "board/frontpanel/core", "board/frontpanel/app", "audio",
 ]
 # The only I/O modules inside those packages: PyAudio device access (DESIGN.md).
 IO_EDGES = {"audio/devices.py"}

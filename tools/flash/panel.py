@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "board" / "frontpanel"
 # Library modules go into a package directory; main.py runs at boot from the root.
-LIBRARY_FILES = ("__init__.py", "protocol.py", "scanner.py", "core.py")
+LIBRARY_FILES = ("__init__.py", "protocol.py", "scanner.py", "core.py", "app.py")
 
 
 class FlashError(Exception):
