@@ -164,6 +164,8 @@ class CallManager:
         self.dialog_methods: list[str] = []
         # firmware.call.replaces.ReplacesService: vets INVITEs with Replaces before anything rings.
         self.replaces: Any = None
+        # firmware.call.privacy.PrivacyService: dial(anonymous=True) asks it to strip identity.
+        self.privacy: Any = None
         # firmware.call.join.JoinService: vets INVITEs with Join (RFC 3911) the same way.
         self.joins: Any = None
         # firmware.call.lines.LineAppearances: holds the talking call before another one talks.
@@ -207,6 +209,7 @@ class CallManager:
         late_offer: bool = False,
         extra_headers: Iterable[tuple[str, str]] = (),
         hold_others: bool = True,
+        anonymous: bool = False,
     ) -> Call:
         """Place a call to ``target`` (a number/user, or a full sip:/sips: URI).
 
@@ -219,6 +222,11 @@ class CallManager:
         if len(self.active_calls()) >= self.max_calls:
             raise RuntimeError("all line appearances are busy")
         info = self.accounts(account_id)
+        user_agent = self.user_agent
+        if anonymous:  # RFC 3323 user-provided privacy: firmware.call.privacy rewrites it all
+            if self.privacy is None:
+                raise RuntimeError("anonymous calls need the privacy feature")
+            info, user_agent, extra_headers = self.privacy.anonymise(info, extra_headers)
         talking = [] if self.lines is None else [c.id for c in self.lines.talking()]
         if self.lines is not None and hold_others:
             self.lines.make_room(None, now)  # the talking call goes on hold first
@@ -240,7 +248,7 @@ class CallManager:
             display_name=info.display_name,
             digest=info.digest,
             dest=info.dest,
-            user_agent=self.user_agent,
+            user_agent=user_agent,
             session_timer=self.session_timer,
             advertise=self.dialog_methods,
             late_offer=late_offer,

@@ -56,7 +56,6 @@ class FeaturesConfig:
     forward_no_answer: str | None = None
     forward_no_answer_after: float = 20.0
     intercom_enabled: bool = True
-    intercom_trust_proxy: bool = True
     intercom_allow: tuple[str, ...] = ()
     intercom_max_delay: float = 10.0
     anonymous: bool = False
@@ -177,7 +176,7 @@ def parse_features(top: _Section, file: str) -> FeaturesConfig:
     max_delay = ic.get("max_delay", float, 10.0)
     if not 0 <= max_delay <= 60:
         raise ic.error("max_delay", "must be between 0 and 60 seconds")
-    intercom = (ic.get("enabled", bool, True), ic.get("trust_proxy", bool, True))
+    intercom_on = ic.get("enabled", bool, True)
     intercom_allow = _identities(ic, "allow")
     ic.finish()
 
@@ -207,8 +206,7 @@ def parse_features(top: _Section, file: str) -> FeaturesConfig:
         forward_busy=busy,
         forward_no_answer=no_answer,
         forward_no_answer_after=after,
-        intercom_enabled=intercom[0],
-        intercom_trust_proxy=intercom[1],
+        intercom_enabled=intercom_on,
         intercom_allow=intercom_allow,
         intercom_max_delay=max_delay,
         anonymous=anonymous,

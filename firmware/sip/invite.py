@@ -255,7 +255,7 @@ class InviteSession:
             ("Contact", contact),
             ("Allow", session.allow()),
             *([("Supported", session.supported)] if session.supported else []),
-            ("User-Agent", user_agent),
+            *([("User-Agent", user_agent)] if user_agent else []),  # none: anonymous call
             *extra_headers,
         ]
         body = b""
