@@ -28,6 +28,7 @@ from firmware.runtime.conference import ConferenceBridge
 from firmware.runtime.progress_tones import CallWaitingTone, ProgressTonePlayer
 from firmware.runtime.state import DeviceState
 from firmware.runtime.transports import Flow, TlsConfig, TransportError, TransportManager
+from firmware.runtime.ui_driver import UiDriver
 from firmware.sip.auth import DigestClient, DigestCredentials
 from firmware.sip.errors import SipParseError
 from firmware.sip.ids import IdSource, SecureIds
@@ -125,6 +126,8 @@ class Phone:
         # line appearances: call waiting, answer-and-hold, swap; one talking call at a time
         self.lines = LineAppearances(self.calls)
         self.call_waiting = CallWaitingTone(config.audio.tone_country)
+        # the phone's screens and keys on the [board] (firmware/ui via runtime/ui_driver.py)
+        self.ui: UiDriver | None = UiDriver(self)
 
     def _on_dtmf(self, call_id: str, digit: str) -> None:
         """A digit the far end sent (RFC 4733), for status and (later) the UI."""
@@ -339,6 +342,8 @@ class Phone:
             self.calls.calls.values(), self.media.sessions, skip=self.conference.members
         )
         self._pump()
+        if getattr(self, "ui", None) is not None:
+            self.ui.refresh()  # type: ignore[union-attr]
 
     # ----- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -353,6 +358,8 @@ class Phone:
         for reg_id, account in enumerate(self.config.accounts, start=1):
             if account.enabled:
                 await self._add_account(account, instance, reg_id)
+        if self.ui is not None:
+            await self.ui.start()
         if self.config.api.enabled and self.config.api.token:
             self.api = ApiServer(
                 self.config.api.host,
@@ -483,6 +490,8 @@ class Phone:
                 await task
         if self.api is not None:
             await self.api.stop()
+        if self.ui is not None:
+            await self.ui.stop()
         await self.tones.close()
         await self.media.close()
         await self.transports.stop()
@@ -616,7 +625,22 @@ class Phone:
             "calls": [self._call_status(c) for c in self.calls.calls.values()],
             "conference": self.conference.members,
             "lines": self.lines.status(),
+            **(self.ui.status() if getattr(self, "ui", None) else {}),  # type: ignore[union-attr]
         }
+
+    def press_key(self, key: str, long: bool) -> dict[str, Any]:
+        """POST /api/keys/{key}: a key press through the UI; answers with screen and LEDs."""
+        if self.ui is None:
+            raise ActionError(409, "this phone has no UI")
+        self.ui.press(key, long)
+        return self.ui.status()
+
+    def set_hook(self, offhook: bool) -> dict[str, Any]:
+        """POST /api/hook: lift or put down the handset."""
+        if self.ui is None:
+            raise ActionError(409, "this phone has no UI")
+        self.ui.hook(offhook)
+        return self.ui.status()
 
     def _call_status(self, call: Any) -> dict[str, Any]:
         item = call.status(time.monotonic())

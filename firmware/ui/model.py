@@ -56,6 +56,7 @@ class CallView:
     remote: str
     remote_display: str | None = None
     held: bool = False
+    remote_held: bool = False
     codec: str | None = None
     srtp: bool = False
     duration: float = 0.0
@@ -72,6 +73,7 @@ class CallView:
             remote=str(item.get("remote", "")),
             remote_display=item.get("remote_display"),
             held=bool(item.get("held", False)),
+            remote_held=bool(item.get("remote_held", False)),
             codec=item.get("codec"),
             srtp=bool(item.get("srtp", False)),
             duration=float(item.get("duration") or 0.0),

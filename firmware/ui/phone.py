@@ -84,6 +84,7 @@ class PhoneUI:
         self._seen: dict[str, CallView] = {}
         self._connected_once: set[str] = set()
         self._lines: dict[str, str] = {}  # call id -> LINE_n key
+        self._answered: set[str] = set()  # answered, still ringing until the ACK
         self._actions: list[UiAction] = []
         self.now = now
 
@@ -99,7 +100,7 @@ class PhoneUI:
     @property
     def ringer(self) -> bool:
         """Ring only for a call when nothing else is going on (else it is call waiting)."""
-        ringing = [c for c in self._live() if c.state == "ringing"]
+        ringing = [c for c in self._live() if c.state == "ringing" and c.id not in self._answered]
         busy = [c for c in self._live() if c.state != "ringing"]
         return bool(ringing) and not busy and self.mode != "dialing"
 
@@ -178,7 +179,10 @@ class PhoneUI:
             return
         if event.kind == "long_press":
             if event.key == "DIGIT_0" and self.mode == "dialing":
-                self._digit("+", now)  # long 0 = '+', as on mobile and many desk phones
+                # long 0 = '+', as on mobiles and many desk phones: it replaces the pressed 0
+                if self.digits.endswith("0"):
+                    self.digits = self.digits[:-1]
+                self._digit("+", now)
             return
         handler = getattr(self, f"_key_{event.key.lower()}", None)
         if event.key in DIGIT_KEYS:
@@ -244,6 +248,7 @@ class PhoneUI:
 
     def _call_ended(self, call: CallView, now: float) -> None:
         self._lines.pop(call.id, None)
+        self._answered.discard(call.id)
         if call.direction == "incoming":
             if call.id in self._connected_once:
                 self._remember("received", call)
@@ -282,7 +287,9 @@ class PhoneUI:
 
     def _follow_path(self) -> None:
         """The audio path follows the hook, SPEAKER/HEADSET and whether anything is going on."""
-        active = bool([c for c in self._live() if c.state != "ringing"]) or self.mode == "dialing"
+        active = self.mode == "dialing" or any(
+            c.state != "ringing" or c.id in self._answered for c in self._live()
+        )
         if not active:
             self.path = "handset" if self.hook_off else "none"
         elif self.path == "none":
@@ -470,10 +477,9 @@ class PhoneUI:
         return next((c for c in self._live() if c.state in ("connected", "calling", "early")), None)
 
     def _answer(self, call: CallView, now: float) -> None:
-        talking = self._talking()
-        if talking is not None and talking.state == "connected":
-            self._act("hold", talking.id)  # call waiting: the current call goes on hold
+        # call waiting: the phone's answer puts the talking call on hold first (answer-and-hold)
         self._act("answer", call.id)
+        self._answered.add(call.id)
         self.focus = call.id
         self.mode = "idle"
 
@@ -484,18 +490,12 @@ class PhoneUI:
         if call.state == "connected":
             self._act("hold", call.id)
         elif call.state == "held":
-            talking = self._talking()
-            if talking is not None and talking.state == "connected":
-                self._act("hold", talking.id)
-            self._act("resume", call.id)
+            self._act("resume", call.id)  # resume holds a talking call first
 
     def _swap(self, now: float) -> None:
-        talking = self._talking()
-        held = next((c for c in self._live() if c.state == "held" and c is not talking), None)
+        held = next((c for c in self._live() if c.state == "held"), None)
         if held is None:
             return
-        if talking is not None:
-            self._act("hold", talking.id)
         self._act("resume", held.id)
         self.focus = held.id
 
@@ -591,9 +591,6 @@ class PhoneUI:
         if call.state == "ringing":
             self._answer(call, now)
         elif call.state == "held":
-            talking = self._talking()
-            if talking is not None and talking.state == "connected":
-                self._act("hold", talking.id)
             self._act("resume", call.id)
             self.focus = call.id
         else:
@@ -758,6 +755,8 @@ class PhoneUI:
             lines.append("Waiting: " + display_name(other, self.settings.directory))
         elif other is not None:
             lines.append("Hold: " + display_name(other, self.settings.directory))
+        elif call.remote_held:
+            lines.append("Held by " + name)
         elif self.muted:
             lines.append("Muted")
         hold: Softkey = ("Res" if call.state == "held" else "Hold", self._key_hold)

@@ -51,9 +51,19 @@ def display_name(call: CallView, directory: Iterable[DirectoryEntry] = ()) -> st
         return call.remote_display.strip('"')
     number = number_of(call.remote)
     for entry in directory:
-        if entry.number in (number, call.remote):
+        if entry.number == number or (entry.uri and _same_uri(entry.uri, call.remote)):
             return entry.name
     return number
+
+
+def _same_uri(a: str, b: str) -> bool:
+    """user@host:port equality, ignoring scheme, parameters and case of the host."""
+
+    def key(uri: str) -> str:
+        text = uri.strip().strip("<>").split(";", 1)[0]
+        return text.split(":", 1)[1].lower() if ":" in text else text.lower()
+
+    return key(a) == key(b)
 
 
 def format_duration(seconds: float) -> str:

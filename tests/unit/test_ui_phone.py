@@ -237,15 +237,15 @@ def test_hold_resume_and_call_waiting_swap() -> None:
     show(ui, 3.1, call("c1", "connected"), call("c2", "ringing", "sip:1004@pbx"))
     assert not ui.ringer  # call waiting, not the ringer
     assert ui.lcd()[2] == "Waiting: 1004"
-    assert press(ui, "SOFT_1", 4.0) == [UiAction("hold", "c1"), UiAction("answer", "c2")]
+    assert press(ui, "SOFT_1", 4.0) == [UiAction("answer", "c2")]
     show(ui, 4.1, call("c1", "held"), call("c2", "connected", "sip:1004@pbx", direction="incoming"))
     assert ui.lcd()[0] == "1004" and ui.lcd()[2] == "Hold: 1002"
     assert ui.lcd()[3].startswith("Swap")
-    assert press(ui, "SOFT_1", 5.0) == [UiAction("hold", "c2"), UiAction("resume", "c1")]
+    assert press(ui, "SOFT_1", 5.0) == [UiAction("resume", "c1")]
     show(ui, 5.1, call("c1", "connected"), call("c2", "held", "sip:1004@pbx", direction="incoming"))
     assert ui.lcd()[0] == "1002"
     # the held call's line key swaps back
-    assert press(ui, "LINE_2", 6.0) == [UiAction("hold", "c1"), UiAction("resume", "c2")]
+    assert press(ui, "LINE_2", 6.0) == [UiAction("resume", "c2")]
 
 
 def test_attended_transfer_transfer_dial_transfer() -> None:
@@ -348,3 +348,9 @@ def test_small_display_fits_16x2() -> None:
     assert ui.lcd() == ["A very lon 09:05", "Direct calls onl"]
     assert all(len(line) <= 16 for line in ui.lcd())
     assert fit(["a", "b", "c", "d"], "K", ui.settings) == ["a", "b"]
+
+
+def test_directory_names_direct_uris_and_remote_hold() -> None:
+    ui = make_ui(directory=(DirectoryEntry("Bob", "2002", "sip:bob@127.0.0.1:5062"),))
+    show(ui, 1.0, call("c1", "connected", "sip:bob@127.0.0.1:5062;transport=udp", remote_held=True))
+    assert ui.lcd()[0] == "Bob" and ui.lcd()[2] == "Held by Bob"
