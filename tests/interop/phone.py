@@ -53,6 +53,7 @@ class PhoneProcess:
         sip: dict[str, Any] | None = None,
         audio: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
+        sections: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.workdir = workdir
         self.sip_port = free_port()
@@ -65,6 +66,7 @@ class PhoneProcess:
             "api": {"listen": f"127.0.0.1:{self.api_port}", "token": TOKEN},
             "audio": audio or {},
             "logging": {"level": "debug"},
+            **(sections or {}),  # more config tables, e.g. {"calls": {"max_calls": 2}}
         }
         self.config_path = workdir / "phone.toml"
         self.config_path.write_bytes(tomli_w.dumps(doc).encode())
