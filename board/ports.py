@@ -57,6 +57,12 @@ class KeyEvent:
 EdgeSink = Callable[[KeyEdge], None]
 
 
+class Clock(Protocol):
+    """The phone's monotonic clock (seconds); adapters stamp edges with it."""
+
+    def now(self) -> float: ...
+
+
 class Keypad(Protocol):
     """Reports raw edges for every key it has (including HOOK when the hook switch is on it)."""
 
@@ -69,8 +75,8 @@ class PolledKeypad(Keypad, Protocol):
     """A keypad that must be scanned (a key matrix): the runtime calls `poll` every interval."""
 
     @property
-    def poll_interval(self) -> float:
-        """Seconds between scans."""
+    def poll_interval(self) -> float | None:
+        """Seconds between scans (None: nothing to scan on this board)."""
         ...
 
     def poll(self, now: float) -> None:
