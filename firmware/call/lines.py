@@ -107,6 +107,17 @@ class LineAppearances:
         if len(self.conference) < 2:
             self.conference.clear()
 
+    def hand_over(self, call_id: str, other_id: str, transfers: Any, now: float) -> bool:
+        """Leave a 3-way conference: connect its two other parties to each other and drop out
+        (RFC 5850 7 "transfer the remaining parties to each other", done as an attended
+        transfer, RFC 5589 7): REFER ``call_id``'s party with Refer-To the other party's
+        Contact and Replaces of our dialog with it; `transfers` (firmware.call.refer's
+        TransferService) ends our call when the NOTIFY reports success, and the other party's
+        call ends with the BYE it gets from the replacing side. False when it cannot start."""
+        self.leave(call_id)
+        self.leave(other_id)
+        return bool(transfers.transfer_attended(call_id, other_id, now))
+
     # ----- CallManager feature hooks ------------------------------------------------------
     def call_added(self, call: Call) -> None:
         return None

@@ -126,6 +126,10 @@ class Phone:
         # line appearances: call waiting, answer-and-hold, swap; one talking call at a time
         self.lines = LineAppearances(self.calls)
         self.call_waiting = CallWaitingTone(config.audio.tone_country)
+        # BLF, MWI, DND, forwarding, intercom, privacy, park (issue 5; after calls/transfers)
+        from firmware.runtime.desk_features import DeskFeatures
+
+        self.desk = DeskFeatures(self)
         # the phone's screens and keys on the [board] (firmware/ui via runtime/ui_driver.py)
         self.ui: UiDriver | None = UiDriver(self)
 
@@ -295,9 +299,7 @@ class Phone:
             raise ActionError(409, f"call {call_id} is not in a 3-way conference")
         other = next(c for c in members if c != call_id)
         self.conference.dissolve()
-        self.lines.leave(call_id)
-        self.lines.leave(other)
-        if not self.transfers.transfer_attended(call_id, other, now):
+        if not self.lines.hand_over(call_id, other, self.transfers, now):
             raise ActionError(409, f"calls {call_id} and {other} cannot be transferred now")
 
     def _conference(self, call_id: str, other: Any, now: float) -> None:
@@ -360,6 +362,7 @@ class Phone:
                 await self._add_account(account, instance, reg_id)
         if self.ui is not None:
             await self.ui.start()
+        self.desk.start()  # subscriptions once the accounts have a Contact
         if self.config.api.enabled and self.config.api.token:
             self.api = ApiServer(
                 self.config.api.host,
@@ -475,6 +478,7 @@ class Phone:
         now = time.monotonic()
         for call in self.calls.active_calls():
             self.calls.hangup(call.id, now)
+        await self.desk.stop()  # un-SUBSCRIBE (Expires: 0)
         self._after_calls()
         self.ua.stop(now)
         self._pump()
@@ -625,8 +629,20 @@ class Phone:
             "calls": [self._call_status(c) for c in self.calls.calls.values()],
             "conference": self.conference.members,
             "lines": self.lines.status(),
+            **self.desk.status(),  # blf, mwi, dnd, forward
             **(self.ui.status() if getattr(self, "ui", None) else {}),  # type: ignore[union-attr]
         }
+
+    # desk features (firmware/runtime/desk_features.py): the UI's DND/forward/BLF keys
+    def blf_press(self, key: str) -> dict[str, Any]:
+        return self.desk.blf_press(key)
+
+    def set_dnd(self, enabled: bool) -> dict[str, Any]:
+        return self.desk.set_dnd(bool(enabled))
+
+    def set_forward(self, target: str | None) -> dict[str, Any]:
+        """Unconditional forwarding to ``target`` (None switches it off)."""
+        return self.desk.set_forward({"always": target})
 
     def press_key(self, key: str, long: bool) -> dict[str, Any]:
         """POST /api/keys/{key}: a key press through the UI; answers with screen and LEDs."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from firmware.call.lines import LineAppearances, LineBusy
+from firmware.call.replaces import ReplacesService
 from firmware.sip.message import SipRequest, SipResponse
 from firmware.sip.parser import parse_message
 from firmware.sip.sdp import SessionDescription
@@ -237,3 +238,39 @@ def test_conference_legs_talk_together_and_count_as_one_line(wnet: WireNet) -> N
     a.calls.hangup(second, wnet.now)
     wnet.pump()
     assert lines(wnet).conference == set()  # one leg left: a plain call again
+
+
+def test_leaving_a_three_way_conference_transfers_the_two_others_to_each_other() -> None:
+    """RFC 5850 7 / RFC 5589 7: A REFERs B to C with Replaces of A's dialog with C; B's INVITE
+    with Replaces takes over C's call with A; A's calls both end; B and C talk."""
+    a, b, c = make_phone("a"), make_phone("b"), make_phone("c")
+    net = WireNet(a, b, c)
+    lines = LineAppearances(a.calls)
+    ReplacesService(c.calls, auth=c.transfers.auth)
+    first = call_a_from(net, "b")
+    talking_with(net, first)
+    second = call_a_from(net, "c")
+    talking_with(net, second)
+    a.calls.conference([first, second], net.now)
+    net.pump()
+    assert lines.conference == {first, second}
+
+    assert lines.hand_over(first, second, a.transfers, net.now)
+    assert lines.conference == set()
+    net.pump()
+    refer = requests(b, "REFER")[-1]
+    c_dialog = a.calls.get(second).session.dialog
+    assert c_dialog is not None
+    refer_to = refer.headers.get("Refer-To") or ""
+    assert refer_to.startswith("<sip:c@192.0.2.3") and "?Replaces=" in refer_to
+    assert c_dialog.call_id.replace("@", "%40") in refer_to or c_dialog.call_id in refer_to
+    replacing = [r for r in requests(c, "INVITE") if r.headers.get("Replaces")]
+    assert replacing and str(replacing[0].from_.uri) == "sip:b@192.0.2.2"
+    assert (replacing[0].headers.get("Replaces") or "").startswith(c_dialog.call_id)
+    assert [n.body for n in requests(a, "NOTIFY")][-1] == b"SIP/2.0 200 OK\r\n"
+    assert all(x.state == "ended" for x in a.calls.calls.values())
+    b_live = [x for x in b.calls.active_calls()]
+    c_live = [x for x in c.calls.active_calls()]
+    assert len(b_live) == len(c_live) == 1
+    assert b_live[0].state == c_live[0].state == "connected"
+    assert b_live[0].remote.startswith("sip:c@") and c_live[0].remote == "sip:b@192.0.2.2"
