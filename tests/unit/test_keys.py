@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from board.keys import KeyInterpreter, KeyTiming, MatrixScanner
@@ -11,7 +13,7 @@ T = KeyTiming(debounce=0.02, hook_debounce=0.05, long_press=0.8, repeat_delay=0.
               repeat_interval=0.15)
 
 
-def ev(key: str, kind: str, at: float) -> KeyEvent:
+def ev(key: str, kind: str, at: Any) -> KeyEvent:
     return KeyEvent(key, kind, at)  # type: ignore[arg-type]
 
 

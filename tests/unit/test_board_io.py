@@ -1,0 +1,147 @@
+"""firmware/runtime/board_io: the board on a real event loop - edges from gpiozero's thread,
+one timer for debounce/LED flashing/ring cadence, matrix scanning, LCD writes off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from board.charset import ICONS
+from board.ports import KeyEvent
+from board.sim import SimDisplay, SimIndicator, SimKeypad, SimRinger
+from firmware.runtime.board_io import BoardIO, open_board
+from tests.unit import test_board_gpio as gpio_helpers
+from tests.unit.board_fakes import HD44780, FakeSMBus
+
+
+async def until(check: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+def factory() -> Iterator[MockFactory]:
+    f = MockFactory(pin_class=gpio_helpers.MatrixPin)
+    yield f
+    gpio_helpers.MODEL = None
+    f.close()
+
+
+async def test_sim_board_keys_screen_leds_ringer() -> None:
+    events: list[KeyEvent] = []
+    io = open_board("sim", events.append)
+    await io.start()
+    try:
+        assert io.size == (20, 4)
+        pad = io.board.keypad
+        assert isinstance(pad, SimKeypad)
+        t0 = time.monotonic()
+        pad.hook(True)
+        pad.press("DIGIT_7")
+        pad.release("DIGIT_7")  # a 0 ms tap is a glitch, not a key press
+        pad.press("DIGIT_8")
+        await until(lambda: len(events) == 2)
+        assert [(e.key, e.kind) for e in events] == [("DIGIT_8", "press"), ("HOOK", "press")]
+        assert events[1].at - t0 >= 0.05  # the hook's debounce
+        pad.release("DIGIT_8")
+        await until(lambda: len(events) == 3)
+        assert events[2].kind == "release"
+
+        io.show(["Reception      10:42", f"{ICONS['lock']} Anna"])
+        display = io.board.display
+        assert isinstance(display, SimDisplay)
+        assert display.text()[1] == "▣ Anna".ljust(20)
+        io.led("MWI", "on")
+        io.led("LINE_1", "fast_flash")
+        io.led("LINE_16", "on")  # not on this board: remembered, not driven
+        io.ring(True)
+        st = io.status()
+        assert st["lcd"][:2] == ["Reception      10:42", "▣ Anna".ljust(20)]
+        assert st["leds"]["MWI"] == "on" and st["leds"]["LINE_1"] == "fast_flash"
+        assert "LINE_16" not in st["leds"] and st["ringing"] is True
+        leds = io.board.indicator
+        assert isinstance(leds, SimIndicator)
+        await until(lambda: leds.history.count(("LINE_1", True)) >= 2)  # flashing on its own
+        ringer = io.board.ringer
+        assert isinstance(ringer, SimRinger) and ringer.history == [True]
+        io.ring(False)
+        assert ringer.history == [True, False] and io.status()["ringing"] is False
+    finally:
+        await io.close()
+
+
+async def test_pi_board_hook_matrix_leds_lcd_on_mock_pins(factory: MockFactory) -> None:
+    lcd = HD44780(20, 4)
+    events: list[KeyEvent] = []
+    io = open_board("pi-reference", events.append, pin_factory=factory,
+                    i2c_bus=FakeSMBus(lcd, 0x27))
+    prof = io.board.profile
+    assert prof.matrix is not None
+    gpio_helpers.MODEL = gpio_helpers.KeyMatrixModel(
+        factory, list(prof.matrix.rows), list(prof.matrix.cols))  # type: ignore[arg-type]
+    await io.start()
+    try:
+        # lift the handset from another thread, as gpiozero's callback thread would
+        await asyncio.to_thread(factory.pin(17).drive_low)
+        await until(lambda: [(e.key, e.kind) for e in events] == [("HOOK", "press")])
+        # press 5 on the matrix: found by the periodic scan, then debounced
+        gpio_helpers.MODEL.pressed.add((1, 1))
+        await until(lambda: ("DIGIT_5", "press") in [(e.key, e.kind) for e in events])
+        gpio_helpers.MODEL.pressed.clear()
+        await until(lambda: ("DIGIT_5", "release") in [(e.key, e.kind) for e in events])
+
+        io.show(["Dialing", "5"])
+        await until(lambda: lcd.screen()[:2] == ["Dialing".ljust(20), "5".ljust(20)])
+        for n in range(6):  # faster than the glass: the last screen wins
+            io.show(["Dialing", "5" + "0" * n])
+        await until(lambda: lcd.screen()[1] == "500000".ljust(20))
+
+        io.led("LINE_1", "fast_flash")
+        line1 = factory.pin(23)
+        line1.clear_states()
+        await until(lambda: [s.state for s in line1.states].count(True) >= 2)
+        io.led("LINE_1", "off")
+        assert line1.state == 0
+        io.led("MWI", "on")
+        assert factory.pin(22).state == 1
+        io.ring(True)
+        assert factory.pin(18).state == 1  # the cadence starts with the on-phase
+        io.ring(False)
+        assert factory.pin(18).state == 0
+    finally:
+        await io.close()
+    assert lcd.screen() == [" " * 20] * 4  # cleared on close
+
+
+async def test_a_failing_key_handler_does_not_stop_the_board() -> None:
+    seen: list[KeyEvent] = []
+
+    def handler(e: KeyEvent) -> None:
+        seen.append(e)
+        raise RuntimeError("UI bug")
+
+    io = open_board("sim", handler)
+    await io.start()
+    try:
+        pad = io.board.keypad
+        assert isinstance(pad, SimKeypad)
+        pad.press("OK")
+        await until(lambda: len(seen) == 1)
+        pad.release("OK")
+        await until(lambda: len(seen) == 2)
+    finally:
+        await io.close()
+
+
+def test_boardio_is_usable_before_start() -> None:
+    io: BoardIO = open_board("sim", lambda e: None)
+    io.show(["early"])
+    io.led("MWI", "on")
+    assert io.status()["lcd"][0] == "early".ljust(20)
+    assert io.status()["leds"]["MWI"] == "on"
