@@ -86,6 +86,7 @@ class JoinService:
         self._to_mix: list[tuple[str, str]] = []  # (joined call, new call) for the runtime
         calls.joins = self
         calls.features.append(self)
+        calls.option_tags += [t for t in ("join",) if t not in calls.option_tags]
 
     # ----- called by CallManager._on_invite -----------------------------------------------------
     def refuse(self, server_tx: ServerTransaction, request: SipRequest, now: float) -> bool:

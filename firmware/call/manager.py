@@ -162,6 +162,8 @@ class CallManager:
         self.features: list[Any] = []
         # In-dialog methods features handle (REFER, NOTIFY...), advertised in every call's Allow.
         self.dialog_methods: list[str] = []
+        # Option tags features implement (replaces, join, tdialog...), in every INVITE and 2xx.
+        self.option_tags: list[str] = []
         # firmware.call.replaces.ReplacesService: vets INVITEs with Replaces before anything rings.
         self.replaces: Any = None
         # firmware.call.privacy.PrivacyService: dial(anonymous=True) asks it to strip identity.
@@ -251,6 +253,7 @@ class CallManager:
             user_agent=user_agent,
             session_timer=self.session_timer,
             advertise=self.dialog_methods,
+            supported=self.option_tags,
             late_offer=late_offer,
             extra_headers=extra_headers,
         )
@@ -302,6 +305,7 @@ class CallManager:
             user_agent=self.user_agent,
             session_timer=self.session_timer,
             advertise=self.dialog_methods,
+            supported=self.option_tags,
             # RFC 3891 section 3 / RFC 3911: a vetted Replaces or Join is answered, never rung.
             alert=not (
                 (self.replaces is not None and request.headers.get_raw("Replaces"))

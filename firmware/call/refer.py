@@ -30,10 +30,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from firmware.call.authorise import Authoriser, NotAuthorised, same_identity
+from firmware.sip.dialog import DialogId
 from firmware.sip.errors import SipParseError
 from firmware.sip.headers import parse_name_addr, split_list
+from firmware.sip.ids import new_call_id, new_tag
 from firmware.sip.invite import InviteSession, State
-from firmware.sip.message import SipRequest, SipResponse
+from firmware.sip.message import SipRequest, SipResponse, make_request
 from firmware.sip.transaction import ClientTransaction, ServerTransaction
 from firmware.sip.uri import SipURI, parse_uri
 
@@ -172,6 +174,9 @@ class _Transfer:
     consult: Call | None = (
         None  # attended transfer: the consultation call whose dialog we hand over
     )
+    deadline: float | None = None  # no final NOTIFY by then -> give up (policy.notify_timeout)
+    no_sub: bool = False  # Refer-Sub: false granted (RFC 4488): no NOTIFYs will come
+    subscription: DialogId | None = None  # out-of-dialog REFER: the refer subscription's dialog
 
 
 @dataclass
@@ -194,10 +199,32 @@ class _ReferOwner:
     transfer: _Transfer
 
     def on_response(self, tx: ClientTransaction, response: SipResponse, now: float) -> None:
-        self.service._on_refer_response(self.transfer, response.status, response.reason, now)
+        self.service._on_refer_response(
+            self.transfer, response.status, response.reason, now, response
+        )
 
     def on_timeout(self, tx: ClientTransaction, now: float) -> None:
         self.service._on_refer_response(self.transfer, 408, "Request Timeout", now)
+
+
+@dataclass
+class _SubscriptionUsage:
+    """The dialog an out-of-dialog REFER created (RFC 3515 2.4.4): only its NOTIFYs are ours."""
+
+    service: TransferService
+    transfer: _Transfer
+
+    def on_request(self, server_tx: ServerTransaction, request: SipRequest, now: float) -> None:
+        ua = self.service.calls.ua
+
+        def reply(status: int, reason: str) -> None:
+            ua.respond(server_tx, request, status, reason, now)
+
+        if request.method != "NOTIFY":
+            reply(405 if request.method != "BYE" else 200, "Not in this refer subscription")
+            return
+        self.service._notify_received(self.transfer, request, reply, now)
+        self.service.calls.process(now)
 
 
 @dataclass
@@ -221,8 +248,15 @@ class TransferService:
         self.calls.dialog_methods += [
             m for m in ("REFER", "NOTIFY", "SUBSCRIBE") if m not in self.calls.dialog_methods
         ]
+        # RFC 4538 Target-Dialog and RFC 4488 Refer-Sub: false are understood here.
+        self.calls.option_tags += [
+            t for t in ("tdialog", "norefersub") if t not in self.calls.option_tags
+        ]
         ua = self.calls.ua
         ua.handlers["REFER"] = self._on_out_of_dialog_refer
+        services = getattr(ua, "services", None)
+        if services is not None:  # the transferor's NOTIFY timeout (get_timer/handle_timer)
+            services.append(self)
         # In-dialog SUBSCRIBE (a transferor refreshing or ending its refer subscription) must get
         # past the UA core; a subscriptions module may own SUBSCRIBE later, so do not replace it.
         ua.handlers.setdefault("SUBSCRIBE", self._on_out_of_dialog_subscribe)
@@ -532,7 +566,7 @@ class TransferService:
     def transfer(self, call_id: str, target: str, now: float) -> bool:
         """Blind-transfer a connected (or held) call to ``target`` (user or sip:/sips: URI)."""
         call = self.calls.get(call_id)
-        session, dialog = call.session, call.session.dialog
+        dialog = call.session.dialog
         if call.state not in ("connected", "held") or dialog is None:
             return False
         existing = self._transfers.get(call_id)
@@ -542,23 +576,63 @@ class TransferService:
         uri = target if target.startswith(("sip:", "sips:")) else f"sip:{target}@{info.domain}"
         parse_uri(uri)  # our own misuse raises here, before anything is sent
         held_by_us = call.state == "connected" and self.calls.hold(call_id, now)
-        refer = dialog.create_request(
-            "REFER",
-            ids=session.host.ids,
-            contact=session.contact,
-            extra_headers=[
-                ("Refer-To", f"<{uri}>"),
-                ("Referred-By", f"<{info.aor}>"),
-                ("User-Agent", session.user_agent),
-            ],
-        )
-        transfer = _Transfer(call, uri, refer.cseq.number, held_by_us)
+        transfer = _Transfer(call, uri, 0, held_by_us)
         self._transfers[call_id] = transfer
         call.extras.update(
             transfer="trying", transfer_role="transferor", transfer_status=None, transfer_to=uri
         )
-        transfer.tx = session.host.send_request(refer, _ReferOwner(self, transfer), now)
+        call.extras.pop("transfer_reason", None)
+        self._send_refer(transfer, now)
         return True
+
+    def _send_refer(self, transfer: _Transfer, now: float) -> None:
+        """REFER the call's peer to ``transfer.target``: in the dialog, or (RFC 7647 section 4:
+        never reuse the dialog towards a GRUU) outside it with Target-Dialog (RFC 4538), then
+        with Refer-Sub: false when the peer supports norefersub (RFC 4488; T17: GRUU only)."""
+        call = transfer.call
+        session, dialog = call.session, call.session.dialog
+        assert dialog is not None
+        info = self.calls.accounts(call.account)
+        common = [
+            ("Refer-To", f"<{transfer.target}>"),
+            ("Referred-By", f"<{info.aor}>"),
+            ("User-Agent", session.user_agent),
+        ]
+        transfer.deadline = now + self.policy.notify_timeout
+        target = dialog.remote_target
+        if not (isinstance(target, SipURI) and "gr" in target.params):
+            refer = dialog.create_request(
+                "REFER", ids=session.host.ids, contact=session.contact, extra_headers=common
+            )
+            transfer.refer_cseq = refer.cseq.number
+            transfer.tx = session.host.send_request(refer, _ReferOwner(self, transfer), now)
+            return
+        peer = session.peer_supported
+        no_sub = self.policy.norefersub and "norefersub" in peer
+        ids = session.host.ids
+        supported = [t for t in ("tdialog", "norefersub") if t != "tdialog" or "tdialog" not in peer]
+        headers = [
+            ("Max-Forwards", "70"),
+            ("From", f"<{info.aor}>;tag={new_tag(ids)}"),
+            ("To", f"<{dialog.remote_uri}>"),
+            ("Call-ID", new_call_id(ids)),
+            ("CSeq", "1 REFER"),
+            ("Contact", session.contact),
+            (
+                "Target-Dialog",
+                f"{dialog.call_id};local-tag={dialog.local_tag};remote-tag={dialog.remote_tag}",
+            ),
+            *([("Require", "tdialog")] if "tdialog" in peer else []),
+            ("Supported", ", ".join(supported)),
+            *common,
+            *([("Refer-Sub", "false")] if no_sub else []),
+        ]
+        refer = make_request("REFER", str(target), headers=headers)
+        transfer.refer_cseq = 1
+        call.extras["transfer_out_of_dialog"] = True
+        transfer.tx = self.calls.ua.send_request(
+            refer, _ReferOwner(self, transfer), now, dest=info.dest
+        )
 
     # ----- transferor, attended (RFC 5589 section 7) ----------------------------------------------
     def transfer_attended(self, call_id: str, consult_id: str, now: float) -> bool:
@@ -598,7 +672,15 @@ class TransferService:
 
     def _consultation_synced(self, consult: Call, now: float) -> None:
         for transfer in list(self._transfers.values()):
-            if transfer.consult is not consult or transfer.state != "waiting":
+            if transfer.consult is not consult:
+                continue
+            if transfer.state == "trying" and transfer.no_sub and consult.state == "ended":
+                # norefersub: the target ending our consultation dialog is the only news
+                ok = consult.end_cause == "remote_bye"
+                why = "target replaced the consultation call" if ok else "consultation ended"
+                self._transfer_over(transfer, 200 if ok else 487, now, why)
+                continue
+            if transfer.state != "waiting":
                 continue
             if consult.state in ("connected", "held"):
                 self._send_attended_refer(transfer, now)
@@ -608,56 +690,86 @@ class TransferService:
     def _send_attended_refer(self, transfer: _Transfer, now: float) -> None:
         call, consult = transfer.call, transfer.consult
         assert consult is not None
-        session, dialog, c_dialog = call.session, call.session.dialog, consult.session.dialog
+        dialog, c_dialog = call.session.dialog, consult.session.dialog
         if dialog is None or c_dialog is None or not c_dialog.remote_tag or call.state == "ended":
             self._transfer_over(transfer, 481, now)
             return
         transfer.target = attended_refer_to(
             c_dialog.remote_target, c_dialog.call_id, c_dialog.remote_tag, c_dialog.local_tag
         )
-        info = self.calls.accounts(call.account)
-        refer = dialog.create_request(
-            "REFER",
-            ids=session.host.ids,
-            contact=session.contact,
-            extra_headers=[
-                ("Refer-To", f"<{transfer.target}>"),
-                ("Referred-By", f"<{info.aor}>"),
-                ("User-Agent", session.user_agent),
-            ],
-        )
-        transfer.refer_cseq, transfer.state = refer.cseq.number, "trying"
+        transfer.state = "trying"
         call.extras.update(transfer="trying", transfer_to=transfer.target)
-        transfer.tx = session.host.send_request(refer, _ReferOwner(self, transfer), now)
+        self._send_refer(transfer, now)
 
-    def _on_refer_response(self, transfer: _Transfer, status: int, reason: str, now: float) -> None:
+    def _on_refer_response(
+        self,
+        transfer: _Transfer,
+        status: int,
+        reason: str,
+        now: float,
+        response: SipResponse | None = None,
+    ) -> None:
         if status < 200 or transfer.state != "trying":
             return
-        if status < 300:  # 200, or 202 from an RFC 3515 peer (RFC 7647: same meaning)
-            log.info("call %s: REFER accepted (%d)", transfer.call.id, status)
+        if status >= 300:
+            self._transfer_over(transfer, status, now, f"REFER refused: {status} {reason}")
             return
-        self._transfer_over(transfer, status, now)
+        # 200, or 202 from an RFC 3515 peer (RFC 7647: same meaning)
+        log.info("call %s: REFER accepted (%d)", transfer.call.id, status)
+        granted = response is not None and (
+            (response.headers.get("Refer-Sub") or "").strip().lower() == "false"
+        )
+        if granted:  # RFC 4488: no NOTIFYs; we end the transfer by our own logic
+            transfer.no_sub = True
+            transfer.call.extras["transfer_norefersub"] = True
+            if transfer.consult is None:
+                self._transfer_over(transfer, 200, now, "REFER accepted (norefersub)")
+            # attended: done when the target ends our consultation dialog (it replaced it)
+            return
+        if response is not None and transfer.call.extras.get("transfer_out_of_dialog"):
+            # The REFER created its own dialog: the NOTIFYs arrive there (RFC 3515 2.4.4).
+            dialog_id = DialogId(response.call_id, response.from_.tag or "", response.to.tag)
+            transfer.subscription = dialog_id
+            self.calls.ua.bind_dialog(dialog_id, _SubscriptionUsage(self, transfer))
 
     def _on_notify(
         self, call: Call, server_tx: ServerTransaction, request: SipRequest, now: float
     ) -> None:
         session = call.session
+        transfer = self._transfers.get(call.id)
+        if transfer is not None and transfer.subscription is not None:
+            transfer = None  # its NOTIFYs belong to the REFER's own dialog, not this one
+
+        def reply(status: int, reason: str) -> None:
+            session.reply(server_tx, request, status, reason, now)
+
+        self._notify_received(transfer, request, reply, now)
+
+    def _notify_received(
+        self,
+        transfer: _Transfer | None,
+        request: SipRequest,
+        reply: Callable[[int, str], None],
+        now: float,
+    ) -> None:
+        """A refer NOTIFY for our transfer (in the call's dialog or the REFER's own)."""
         event = (request.headers.get("Event") or "").split(";")
         if event[0].strip().lower() != "refer":
-            session.reply(server_tx, request, 489, "Bad Event", now)
+            reply(489, "Bad Event")
             return
-        transfer = self._transfers.get(call.id)
         event_id = next(
             (p.split("=", 1)[1].strip() for p in event[1:] if p.strip().startswith("id=")), None
         )
         if (
             transfer is None
             or transfer.state != "trying"
+            or transfer.no_sub
             or (event_id is not None and event_id != str(transfer.refer_cseq))
         ):
-            session.reply(server_tx, request, 481, "Subscription Does Not Exist", now)
+            reply(481, "Subscription Does Not Exist")
             return
-        session.reply(server_tx, request, 200, "OK", now)
+        reply(200, "OK")
+        call = transfer.call
         match = _STATUS_LINE.match(request.body.decode("utf-8", "replace"))
         status = int(match.group(1)) if match else None
         terminated = ((request.headers.get("Subscription-State") or "").strip().lower()).startswith(
@@ -667,22 +779,52 @@ class TransferService:
             transfer.status = status
             call.extras["transfer_status"] = status
         if status is not None and status >= 200:
-            self._transfer_over(transfer, status, now)
+            self._transfer_over(transfer, status, now, f"final NOTIFY: {status}")
             # Attended: the target BYEs its replaced dialog with us (RFC 3891); nothing to send.
         elif terminated:
-            self._transfer_over(transfer, status or 487, now)
+            self._transfer_over(transfer, status or 487, now, "subscription terminated")
+        else:
+            transfer.deadline = now + self.policy.notify_timeout  # the subscription lives
 
-    def _transfer_over(self, transfer: _Transfer, status: int, now: float) -> None:
+    def _transfer_over(
+        self, transfer: _Transfer, status: int, now: float, why: str | None = None
+    ) -> None:
         call = transfer.call
         transfer.state = "done" if 200 <= status < 300 else "failed"
         transfer.status = status
+        transfer.deadline = None
         call.extras.update(transfer=transfer.state, transfer_status=status)
+        if why is not None:
+            call.extras["transfer_reason"] = why
+        if transfer.subscription is not None:
+            self.calls.ua.unbind_dialog(transfer.subscription)
+            transfer.subscription = None
         if call.state == "ended":
             return
         if transfer.state == "done":
             self.calls.hangup(call.id, now)
         elif transfer.held_by_us:
             self.calls.resume(call.id, now)
+
+    # ----- the transferor's NOTIFY timeout (polled by the UA core like a dialog usage) ---------
+    def get_timer(self) -> float | None:
+        deadlines = [
+            t.deadline
+            for t in self._transfers.values()
+            if t.state == "trying" and t.deadline is not None
+        ]
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """No final NOTIFY in time (RFC 5589 section 6): give up, resume the call we held."""
+        for transfer in list(self._transfers.values()):
+            if transfer.state == "trying" and transfer.deadline is not None:
+                if transfer.deadline <= now:
+                    seconds = round(self.policy.notify_timeout)
+                    log.info("call %s: no final NOTIFY in %d s", transfer.call.id, seconds)
+                    why = f"no final NOTIFY within {seconds} s"
+                    self._transfer_over(transfer, 408, now, why)
+                    self.calls.process(now)
 
     def status(self, call_id: str) -> dict[str, Any]:
         """The transfer fields of one call's status (empty when there was no transfer)."""

@@ -134,6 +134,7 @@ class ReplacesService:
         self._pending: dict[tuple[str, str, int], _Pending] = {}  # INVITE -> call it replaces
         self.calls.replaces = self
         self.calls.features.append(self)
+        self.calls.option_tags += [t for t in ("replaces",) if t not in self.calls.option_tags]
 
     # ----- called by CallManager._on_invite -----------------------------------------------------
     def refuse(self, server_tx: ServerTransaction, request: SipRequest, now: float) -> bool:

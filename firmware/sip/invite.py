@@ -81,6 +81,12 @@ class InviteHost(Protocol):
     def unbind_dialog(self, dialog_id: DialogId) -> None: ...
 
 
+def _option_tags(message: SipRequest | SipResponse) -> frozenset[str]:
+    """The option tags of a message's Supported header(s), lower-cased."""
+    raw = message.headers.get_raw("Supported")
+    return frozenset(t.strip().lower() for v in raw for t in v.split(",") if t.strip())
+
+
 # --------------------------------------------------------------------------------------------
 # Events for the call layer
 # --------------------------------------------------------------------------------------------
@@ -209,6 +215,9 @@ class InviteSession:
         # Methods features will handle in this dialog, advertised in Allow from the first message.
         self.advertise: tuple[str, ...] = ()
         self._glare_method = "INVITE"
+        # Option tags the peer listed in Supported (its INVITE, or the 2xx to ours): features
+        # use them (e.g. norefersub, tdialog for REFER, RFC 4488 / RFC 4538).
+        self.peer_supported: frozenset[str] = frozenset()
 
     # ----- construction ------------------------------------------------------------------------
     @classmethod
@@ -231,16 +240,21 @@ class InviteSession:
         dest: Hashable | None = None,
         session_timer: SessionTimerConfig | None = None,
         advertise: Iterable[str] = (),
+        supported: Iterable[str] = (),
     ) -> InviteSession:
-        """Place a call: send the INVITE with our offer (or none for a late-offer INVITE)."""
+        """Place a call: send the INVITE with our offer (or none for a late-offer INVITE).
+
+        ``supported``: option tags for Supported (with "timer" when session timers are on).
+        """
         session = cls(host, media, is_uac=True, contact=contact, user_agent=user_agent)
         session.advertise = tuple(advertise)
+        session.supported = ", ".join(supported)
         session._digest = digest
         session.dest = dest
         if session_timer is not None:
             session.timer_config = session_timer
             session._st_uac = UacSessionTimer(session_timer)
-            session.supported = "timer"
+            session.supported = ", ".join([*supported, "timer"])
         ids = host.ids
         from_value = f"<{from_uri}>;tag={new_tag(ids)}"
         if display_name:
@@ -283,6 +297,7 @@ class InviteSession:
         session_timer: SessionTimerConfig | None = None,
         advertise: Iterable[str] = (),
         alert: bool = True,
+        supported: Iterable[str] = (),
     ) -> InviteSession:
         """Take a new incoming INVITE: the phone rings (180) in an early dialog.
 
@@ -294,8 +309,10 @@ class InviteSession:
         """
         session = cls(host, media, is_uac=False, contact=contact, user_agent=user_agent)
         session.advertise = tuple(advertise)
+        session.supported = ", ".join(supported)
         session._server_tx = server_tx
         session._invite_request = request
+        session.peer_supported = _option_tags(request)
         session._local_tag = new_tag(host.ids)
         session._late_offer = not request.body
         dialog = Dialog.from_uas(request, session._local_tag, contact)
@@ -303,7 +320,7 @@ class InviteSession:
         host.bind_dialog(dialog.id, session)
         if session_timer is not None:
             session.timer_config = session_timer
-            session.supported = "timer"
+            session.supported = ", ".join([*supported, "timer"])
             try:
                 decision = uas_negotiate(request, session_timer)
             except SipParseError as e:
@@ -498,6 +515,7 @@ class InviteSession:
             self._bye_dialog(dialog, now)
             return
         self.dialog = dialog
+        self.peer_supported = _option_tags(response)
         if self._offer_pending and response.body:
             if not self.media.take_answer(response.body):
                 self.state = State.CONFIRMED

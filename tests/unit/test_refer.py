@@ -49,13 +49,15 @@ class Phone:
     transfers: TransferService
     transport: str = "UDP"
     wire: list[SipRequest | SipResponse] = field(default_factory=list)
+    gruu: bool = False  # our Contact is a GRUU (RFC 5627 gr parameter)
 
     def route(self, uri: URI) -> Hashable:
         return BY_HOST[getattr(uri, "host", "")]
 
     def endpoint_for(self, dest: Hashable) -> LocalEndpoint:
         host = HOSTS[self.name]
-        contact = parse_uri(f"sip:{self.name}@{host}")
+        gr = f";gr=urn:uuid:0000-{self.name}" if self.gruu else ""
+        contact = parse_uri(f"sip:{self.name}@{host}{gr}")
         assert isinstance(contact, SipURI)
         return LocalEndpoint(self.transport, f"{host}:5060", contact, False)
 

@@ -1,0 +1,139 @@
+"""The transferor towards a GRUU peer (RFC 7647 section 4, RFC 4538, RFC 4488) and its timeout.
+
+B's Contact is a GRUU, so A must not reuse the dialog for REFER: it sends the REFER outside it
+with Target-Dialog, and with Refer-Sub: false when B supports norefersub; B (our transferee)
+accepts it only because it names a live call with A over TLS. Then A ends the transfer by its
+own logic. Without a final NOTIFY A gives up after ``notify_timeout`` and resumes the call.
+"""
+
+from __future__ import annotations
+
+from firmware.call.refer import ReferPolicy
+from firmware.sip.message import SipRequest, make_request
+from tests.unit.test_refer import Net, Phone, Recorder, answer_c, connect, requests
+from tests.unit.test_replaces import consult, live, phone
+
+
+def gruu_net(policy: ReferPolicy | None = None) -> Net:
+    a = phone("a")
+    if policy is not None:
+        a.transfers.policy = policy
+    b = phone("b")
+    b.gruu, b.transport = True, "TLS"
+    return Net(a, b, phone("c"))
+
+
+def the_refer(b: Phone) -> SipRequest:
+    [refer] = requests(b, "REFER")
+    return refer
+
+
+def test_blind_transfer_to_a_gruu_peer_goes_out_of_dialog_with_norefersub() -> None:
+    net = gruu_net()
+    a, b, c = net.phones["a"], net.phones["b"], net.phones["c"]
+    a_id, b_id = connect(net)
+    dialog = a.calls.get(a_id).session.dialog
+    assert dialog is not None and "gr" in getattr(dialog.remote_target, "params", {})
+    net.now = 10.0
+    assert a.transfers.transfer(a_id, "sip:c@192.0.2.3", net.now)
+    net.pump()
+    refer = the_refer(b)
+    # RFC 7647 4: a new dialog (own Call-ID, no To tag) aimed at the GRUU, tied by Target-Dialog.
+    assert refer.call_id != dialog.call_id and refer.to.tag is None
+    assert str(refer.uri) == str(dialog.remote_target)
+    assert refer.headers.get("Target-Dialog") == (
+        f"{dialog.call_id};local-tag={dialog.local_tag};remote-tag={dialog.remote_tag}"
+    )
+    assert refer.headers.get("Require") == "tdialog"  # B listed tdialog in its 200
+    # RFC 4488: B supports norefersub, so no subscription is asked for and none is made.
+    assert refer.headers.get("Refer-Sub") == "false"
+    assert "norefersub" in (refer.headers.get("Supported") or "")
+    assert requests(a, "NOTIFY") == []
+    # A ended the transfer by its own logic: done, the call with B ended by A's BYE.
+    status = a.calls.get(a_id).status(net.now)
+    assert (status["transfer"], status["transfer_status"]) == ("done", 200)
+    assert status["transfer_reason"] == "REFER accepted (norefersub)"
+    assert status["state"] == "ended"
+    assert len(requests(b, "BYE")) == 1
+    # B carries on: C rings and, answered, talks to B.
+    answer_c(net)
+    [b_new] = live(b)
+    assert b_new.state == "connected" and b_new.id != b_id
+    assert [k.state for k in live(c)] == ["connected"]
+
+
+def test_t17_no_refer_sub_false_without_norefersub_policy_and_b_refuses() -> None:
+    net = gruu_net(ReferPolicy(norefersub=False))
+    a, b, c = net.phones["a"], net.phones["b"], net.phones["c"]
+    a_id, _ = connect(net)
+    assert a.transfers.transfer(a_id, "sip:c@192.0.2.3", net.now)
+    net.pump()
+    refer = the_refer(b)
+    assert refer.headers.get("Refer-Sub") is None and refer.to.tag is None
+    # Our transferee keeps no refer subscriptions outside a dialog: 403, and A resumes.
+    status = a.calls.get(a_id).status(net.now)
+    assert (status["transfer"], status["transfer_status"]) == ("failed", 403)
+    assert status["transfer_reason"].startswith("REFER refused: 403")
+    assert status["state"] == "connected"
+    assert b"a=sendrecv" in requests(b, "INVITE")[-1].body
+    assert requests(c, "INVITE") == []
+
+
+def test_t1_replayed_out_of_dialog_refer_after_completion_gets_481() -> None:
+    net = gruu_net()
+    a, b, c = net.phones["a"], net.phones["b"], net.phones["c"]
+    a_id, _ = connect(net)
+    assert a.transfers.transfer(a_id, "sip:c@192.0.2.3", net.now)
+    net.pump()
+    answer_c(net)
+    refer = the_refer(b)
+    # A former participant replays it (fresh branch, same everything else): the dialog is gone.
+    headers = [(n, v) for n, v in refer.headers if n.lower() != "via"]
+    replay = make_request("REFER", str(refer.uri), headers=headers)
+    net.advance(40.0)  # past the merge window (Timer J): a new request, not a retransmission
+    rec = Recorder()
+    a.ua.send_request(replay, rec, net.now)
+    net.pump()
+    assert [r.status for r in rec.responses] == [481]
+    assert len(requests(c, "INVITE")) == 1
+
+
+def test_attended_transfer_to_a_gruu_peer_with_norefersub_ends_when_c_replaces() -> None:
+    net = gruu_net()
+    a, b, c = net.phones["a"], net.phones["b"], net.phones["c"]
+    a_b, _ = connect(net)
+    a_c = consult(net)
+    c_old = live(c)[0]
+    assert a.transfers.transfer_attended(a_b, a_c, net.now)
+    net.pump()
+    refer = the_refer(b)
+    assert refer.to.tag is None and refer.headers.get("Refer-Sub") == "false"
+    assert "Replaces=" in (refer.headers.get("Refer-To") or "")
+    # C replaced its dialog with A by B's INVITE (and BYEd A): that is A's sign of success.
+    assert c_old.state == "ended" and a.calls.get(a_c).end_cause == "remote_bye"
+    status = a.calls.get(a_b).status(net.now)
+    assert (status["transfer"], status["transfer_status"]) == ("done", 200)
+    assert status["transfer_reason"] == "target replaced the consultation call"
+    assert live(a) == []
+    [b_new], [c_new] = live(b), live(c)
+    assert (b_new.state, c_new.state) == ("connected", "connected")
+
+
+def test_transferor_gives_up_without_a_final_notify_and_resumes() -> None:
+    net = Net(phone("a"), phone("b"), phone("c"))
+    a, b, c = net.phones["a"], net.phones["b"], net.phones["c"]
+    a.transfers.policy = ReferPolicy(notify_timeout=5.0)
+    a_id, _ = connect(net)
+    net.now = 10.0
+    assert a.transfers.transfer(a_id, "sip:c@192.0.2.3", net.now)
+    net.pump()
+    assert [n.body for n in requests(a, "NOTIFY")] == [b"SIP/2.0 100 Trying\r\n"]
+    assert [k.state for k in live(c)] == ["ringing"]  # C never answers
+    net.advance(4.0)
+    assert a.calls.get(a_id).status(net.now)["transfer"] == "trying"
+    net.advance(2.0)
+    status = a.calls.get(a_id).status(net.now)
+    assert (status["transfer"], status["transfer_status"]) == ("failed", 408)
+    assert status["transfer_reason"] == "no final NOTIFY within 5 s"
+    assert status["state"] == "connected" and status["held"] is False
+    assert b"a=sendrecv" in requests(b, "INVITE")[-1].body
