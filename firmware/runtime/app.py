@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from firmware.call.authorise import Authoriser
+from firmware.call.focus import ConferenceError, NetworkConferences
 from firmware.call.join import JoinService
 from firmware.call.lines import LineAppearances, LineBusy
 from firmware.call.manager import AccountInfo, CallManager
@@ -126,6 +127,8 @@ class Phone:
         # line appearances: call waiting, answer-and-hold, swap; one talking call at a time
         self.lines = LineAppearances(self.calls)
         self.call_waiting = CallWaitingTone(config.audio.tone_country)
+        # network conference through a focus (RFC 4579): INVITE the focus, REFER parties there
+        self.network_conferences = NetworkConferences(self.calls, self.transfers)
         # BLF, MWI, DND, forwarding, intercom, privacy, park (issue 5; after calls/transfers)
         from firmware.runtime.desk_features import DeskFeatures
 
@@ -238,6 +241,8 @@ class Phone:
             )
         elif action in ("hangup", "drop"):  # "drop": a party leaves the conference
             self.calls.hangup(call_id, now)
+        elif action == "conference" and ("focus" in body or "invite" in body):
+            self._network_conference(call_id, body, now)
         elif action == "conference":
             self._conference(call_id, body.get("with"), now)
         elif action == "hold":
@@ -301,6 +306,30 @@ class Phone:
         self.conference.dissolve()
         if not self.lines.hand_over(call_id, other, self.transfers, now):
             raise ActionError(409, f"calls {call_id} and {other} cannot be transferred now")
+
+    def _network_conference(self, call_id: str, body: dict[str, Any], now: float) -> None:
+        """{"focus": uri|true}: create a conference on a focus and send this call's party there;
+        {"invite": number|uri} on the focus call: ask the focus to call someone in."""
+        try:
+            if "invite" in body:
+                target = body["invite"]
+                if not isinstance(target, str) or not target.strip():
+                    raise ActionError(400, '"invite" must be a number or a sip:/sips: URI')
+                self.network_conferences.invite(call_id, target.strip(), now)
+                return
+            focus = body["focus"]
+            if focus is True:
+                focus = self.config.calls.conference_focus
+                if focus is None:
+                    raise ActionError(409, "no [calls] conference_focus is configured")
+            if not isinstance(focus, str) or not focus.startswith(("sip:", "sips:")):
+                raise ActionError(400, '"focus" must be a sip:/sips: URI (or true: the configured)')
+            account = self.calls.get(call_id).account
+            self.network_conferences.create(focus, account, now, parties=[call_id])
+        except SipParseError as e:
+            raise ActionError(400, f"bad conference URI: {e.reason}") from None
+        except (ConferenceError, RuntimeError) as e:
+            raise ActionError(409, str(e)) from None
 
     def _conference(self, call_id: str, other: Any, now: float) -> None:
         """Mix `call_id` and `other` (and any calls already conferenced) with the handset."""

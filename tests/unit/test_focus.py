@@ -1,0 +1,119 @@
+"""Network conference through a focus (RFC 4579), between sans-IO phones over wire bytes.
+
+A talks to B; X plays the focus (a phone whose 200 OK Contact carries ``isfocus``). A creates
+the conference with an INVITE to X's conference URI, then REFERs B there (Refer-To the
+conference URI): B INVITEs X and A's call with B ends. A also asks the focus to bring C in
+(REFER in the focus dialog, Refer-To C, Refer-Sub: false), and X calls C.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware.call.focus import ConferenceError, NetworkConferences
+from firmware.call.lines import LineAppearances
+from firmware.sip.errors import SipParseError
+from tests.unit.test_lines import WireNet, call_a_from, talking_with
+from tests.unit.test_refer import HOSTS, make_phone, requests, responses
+
+FOCUS = f"sip:x@{HOSTS['x']}"
+
+
+def answer_as_focus(net: WireNet, isfocus: bool = True) -> str:
+    """X answers the ringing INVITE with Contact: <sip:x@...>;isfocus (RFC 4579 5.4)."""
+    x = net.phones["x"]
+    ringing = [c for c in x.calls.active_calls() if c.state == "ringing"][-1]
+    if isfocus:
+        ringing.session.contact = f"{ringing.session.contact};isfocus"
+    assert x.calls.answer(ringing.id, net.now)
+    net.pump()
+    return ringing.id
+
+
+@pytest.fixture
+def setup() -> tuple[WireNet, NetworkConferences, str]:
+    phones = [make_phone(n) for n in ("a", "b", "c", "x")]
+    net = WireNet(*phones)
+    a = phones[0]
+    LineAppearances(a.calls)
+    conferences = NetworkConferences(a.calls, a.transfers)
+    b_call = call_a_from(net, "b")
+    talking_with(net, b_call)
+    return net, conferences, b_call
+
+
+def test_create_by_invite_to_the_conference_uri_then_refer_the_party_there(
+    setup: tuple[WireNet, NetworkConferences, str],
+) -> None:
+    net, conferences, b_call = setup
+    a, b, x = net.phones["a"], net.phones["b"], net.phones["x"]
+    conf = conferences.create(FOCUS, "line1", net.now, parties=[b_call])
+    assert conf.extras["conference"] == "creating"
+    net.pump()
+    invite = requests(x, "INVITE")[0]
+    assert str(invite.uri) == FOCUS
+    assert a.calls.get(b_call).state == "held"  # the talking call is held before the INVITE
+    assert not requests(b, "REFER")  # nobody is sent before the focus answered
+
+    answer_as_focus(net)
+    status = a.calls.get(conf.id).status(net.now)
+    assert status["isfocus"] is True and status["conference"] == "active"
+    assert status["conference_uri"] == FOCUS and status["conference_parties"] == [b_call]
+    refer = requests(b, "REFER")[0]
+    assert refer.headers.get("Refer-To") == f"<{FOCUS}>"
+    assert refer.headers.get("Referred-By") == "<sip:a@192.0.2.1>"
+    # B joins the conference: its own INVITE to the conference URI, answered by the focus
+    joined = [r for r in requests(x, "INVITE") if str(r.from_.uri) == "sip:b@192.0.2.2"]
+    assert len(joined) == 1 and str(joined[0].uri) == FOCUS
+    answer_as_focus(net)  # the focus lets B in
+    assert a.calls.get(b_call).state == "ended"  # NOTIFY 200 -> A's call with B ends
+    assert a.calls.get(b_call).status(net.now)["transfer"] == "done"
+    assert len([c for c in x.calls.active_calls() if c.state == "connected"]) == 2
+    assert a.calls.get(conf.id).state == "connected"  # A stays in the conference
+
+
+def test_ask_the_focus_to_invite_a_party(setup: tuple[WireNet, NetworkConferences, str]) -> None:
+    net, conferences, _ = setup
+    a, c, x = net.phones["a"], net.phones["c"], net.phones["x"]
+    conf = conferences.create(FOCUS, "line1", net.now)
+    net.pump()
+    answer_as_focus(net)
+    conferences.invite(conf.id, f"sip:c@{HOSTS['c']}", net.now)
+    net.pump()
+    refer = requests(x, "REFER")[0]
+    assert refer.call_id == requests(x, "INVITE")[0].call_id  # in the focus dialog
+    assert refer.headers.get("Refer-To") == "<sip:c@192.0.2.3>"
+    assert refer.headers.get("Refer-Sub") == "false"
+    assert [r.status for r in responses(a, "REFER")] == [200]
+    assert a.calls.get(conf.id).status(net.now)["conference_invited"] == {"sip:c@192.0.2.3": 200}
+    assert str(requests(c, "INVITE")[0].from_.uri) == FOCUS  # the focus calls C
+    assert not requests(a, "NOTIFY")  # Refer-Sub: false granted: no subscription
+
+
+def test_a_far_end_without_isfocus_gets_nobody(
+    setup: tuple[WireNet, NetworkConferences, str],
+) -> None:
+    net, conferences, b_call = setup
+    a, b = net.phones["a"], net.phones["b"]
+    conf = conferences.create(FOCUS, "line1", net.now, parties=[b_call])
+    net.pump()
+    answer_as_focus(net, isfocus=False)
+    status = a.calls.get(conf.id).status(net.now)
+    assert (status["conference"], status["isfocus"]) == ("not_a_focus", False)
+    assert not requests(b, "REFER")
+    with pytest.raises(ConferenceError, match="not with a conference focus"):
+        conferences.invite(conf.id, "sip:c@192.0.2.3", net.now)
+
+
+def test_bad_input_is_refused_before_anything_is_sent(
+    setup: tuple[WireNet, NetworkConferences, str],
+) -> None:
+    net, conferences, b_call = setup
+    with pytest.raises(SipParseError):
+        conferences.create("sip:", "line1", net.now)
+    with pytest.raises(KeyError):
+        conferences.create(FOCUS, "line1", net.now, parties=["c99"])
+    with pytest.raises(ConferenceError, match="not a network conference"):
+        conferences.invite(b_call, "1003", net.now)
+    net.pump()
+    assert not requests(net.phones["x"], "INVITE")
