@@ -18,6 +18,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,7 +56,7 @@ class BoardIO:
         cols, rows = board.display.size
         self.lines = fit([], cols, rows)
         self.led_modes: dict[str, LedMode] = {}  # what the UI asked for, also LEDs we lack
-        self.events: list[KeyEvent] = []  # the last key events (bounded), for diagnostics
+        self.events: deque[KeyEvent] = deque(maxlen=256)  # recent key events, for diagnostics
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -126,7 +127,7 @@ class BoardIO:
 
     def _deliver(self, events: list[KeyEvent]) -> None:
         for event in events:
-            self.events = (self.events + [event])[-32:]
+            self.events.append(event)
             try:
                 self.on_key(event)
             except Exception:  # noqa: BLE001 - a UI bug must not stop the keypad
