@@ -444,6 +444,9 @@ class InviteSession:
         ):
             assert self.invite is not None
             retry = _next_cseq(self.invite)
+            # Keep answering the other realms' challenges too (RFC 3261 22.3): a proxy's 407
+            # and then the callee's own 401 (e.g. a pickup group's Digest) need both.
+            self._digest.pre_authorize(retry)
             if self._digest.authorize(retry, response):
                 self._send_invite(retry, now)
                 return

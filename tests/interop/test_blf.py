@@ -1,0 +1,123 @@
+"""BLF against a real Kamailio presence server (issue 5, acceptance 1).
+
+Kamailio with presence, presence_dialoginfo, pua, pua_dialoginfo and dialog (presence_kamailio.py)
+publishes the dialog state of every call it proxies. Deskphone A (1061) has a BLF key on 1062 (a
+real baresip). Deskphone B (1063) calls 1062; A's status must show 1062 go idle -> ringing ->
+talking -> idle as baresip answers and B hangs up, with the LED modes of each state; then B
+calls again and A presses the BLF key while it rings: A's INVITE with Replaces;early-only goes
+to B, B answers A without ringing and CANCELs the call to baresip (directed pickup, RFC 5359
+2.16). Users 1061-1080 are this area's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import require_tool
+from tests.interop.baresip import Baresip
+from tests.interop.certs import TestPKI
+from tests.interop.phone import PhoneProcess
+from tests.interop.presence_kamailio import PresenceKamailio
+
+
+@pytest.fixture(scope="module")
+def kamailio_presence(
+    tmp_path_factory: pytest.TempPathFactory, pki: TestPKI
+) -> Iterator[PresenceKamailio]:
+    binary = require_tool("kamailio")
+    instance = PresenceKamailio(tmp_path_factory.mktemp("kamailio-presence"), pki, binary=binary)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def account(kam: PresenceKamailio, user: str) -> dict[str, Any]:
+    return {
+        "id": "line1",
+        "user": user,
+        "password": kam.users[user],
+        "domain": kam.domain,
+        "registrar": kam.uri("udp"),
+        "expires": 300,
+    }
+
+
+def blf_of(status: dict[str, Any], key: str = "LINE_2") -> dict[str, Any]:
+    return next(b for b in status["blf"] if b["key"] == key)
+
+
+def test_blf_follows_a_monitored_line_and_picks_up_while_it_rings(
+    kamailio_presence: PresenceKamailio,
+    phones: Callable[..., PhoneProcess],
+    make_baresip: Any,
+) -> None:
+    kam = kamailio_presence
+    callee: Baresip = make_baresip("1062", kamailio=kam)
+    watcher = phones(
+        [account(kam, "1061")],
+        sections={
+            "keys": [{"key": "LINE_2", "type": "blf", "target": "1062", "label": "Bob"}],
+            "blf": {"expires": 120, "leds": {"talking": "steady"}},
+            "mwi": {"subscribe": False},
+        },
+    )
+    caller = phones(
+        [account(kam, "1063")],
+        sections={
+            # 1061 may take over 1063's calls (a pickup group), proven by Digest (T7).
+            "transfer": {"allow_from": [kam.aor("1061")], "auth_users": {"1061": "pw1061"}},
+            "mwi": {"subscribe": False},
+        },
+    )
+    watcher.wait_state("registered", 15)
+    caller.wait_state("registered", 15)
+
+    seen: list[str] = []
+
+    def state_is(state: str) -> Callable[[dict[str, Any]], bool]:
+        def check(status: dict[str, Any]) -> bool:
+            entry = blf_of(status)
+            if not seen or seen[-1] != entry["state"]:
+                seen.append(entry["state"])
+            return entry["state"] == state  # type: ignore[no-any-return]
+
+        return check
+
+    status = watcher.wait_for(state_is("idle"), 15, "BLF idle after the first NOTIFY")
+    assert blf_of(status)["led"] == "off"
+    assert blf_of(status)["target"] == kam.aor("1062")
+
+    # idle -> ringing -> talking -> idle, driven by a real call through Kamailio.
+    first = caller.dial("1062")
+    callee.wait_event("CALL_INCOMING", 10)
+    status = watcher.wait_for(state_is("ringing"), 10, "BLF ringing")
+    assert blf_of(status)["led"] == "fast_flash"
+    callee.answer()
+    status = watcher.wait_for(state_is("talking"), 10, "BLF talking")
+    assert blf_of(status)["led"] == "on"
+    caller.call_action(first["id"], "hangup")
+    watcher.wait_for(state_is("idle"), 15, "BLF idle after the call")
+    assert seen == ["idle", "ringing", "talking", "idle"], seen
+
+    # Pickup: the line rings again, A presses the key and takes the call.
+    second = caller.dial("1062")
+    callee.wait_event("CALL_INCOMING", 10)
+    watcher.wait_for(state_is("ringing"), 10, "BLF ringing again")
+    code, pressed = watcher.post("/api/blf/LINE_2")
+    assert code == 200, pressed
+    assert pressed["action"] == "pickup"
+    mine = watcher.wait_call(
+        lambda c: c["id"] == pressed["call"] and c["state"] == "connected", 15, "picked up"
+    )
+    assert mine["remote"].startswith("sip:1063@")
+    # B's call to 1062 was replaced: B CANCELled it, the new call from A is B's line now.
+    caller.wait_call(
+        lambda c: c["id"] == second["id"] and c["state"] == "ended", 10, "B's ringing call ended"
+    )
+    callee.wait_event("CALL_CLOSED", 10)
+    b_calls = caller.status()["calls"]
+    assert any(c["state"] == "connected" and c["direction"] == "incoming" for c in b_calls)
+    watcher.call_action(mine["id"], "hangup")
