@@ -122,6 +122,9 @@ def make_app(token: str, status: StatusProvider, actions: Actions | None = None)
     if actions is not None:
         app.router.add_post("/api/dial", post_dial)
         app.router.add_post("/api/calls/{call_id}/{action}", post_call_action)
+        from firmware.runtime.api_features import add_feature_routes  # BLF, DND... (issue 5)
+
+        add_feature_routes(app, actions)
         from firmware.runtime.api_keys import add_key_routes  # keys + hook (it imports us)
 
         add_key_routes(app, actions)
