@@ -541,8 +541,11 @@ class Phone:
             self._wake.clear()
             deadline = self.ua.get_timer()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the
+            # wake-up, and stop() then waits forever for this task (seen on config restarts)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             now = time.monotonic()
             deadline = self.ua.get_timer()
             if deadline is not None and deadline <= now:
