@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -44,11 +45,13 @@ from firmware.provisioning.store import (
 from firmware.runtime.addresses import Address
 from firmware.runtime.app import Phone
 from firmware.runtime.firmware_update import RESTART_REQUESTED, SLOTS_ENV, install_update
+from firmware.runtime.transports import TransportError
 from firmware.sip.message import SipRequest
 
 log = logging.getLogger(__name__)
 
 FIRST_FETCH_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+RESTART_BIND_WAIT = 5.0  # seconds a restarted phone waits for its old ports to be released
 JITTER = 0.2  # resync every interval * (1 +- 20 %)
 
 
@@ -223,10 +226,25 @@ class ProvisioningService:
     # ----- phone lifecycle ------------------------------------------------------------------
     async def _start_phone(self, loaded: Loaded) -> None:
         if self.phone is not None:
+            log.info("stopping the phone to restart it on config serial %d", loaded.serial)
             await self.phone.stop()
             self.phone = None
-        phone = ProvisionedPhone(loaded.config, self.status, self.check_sync)
-        await phone.start()
+            log.info("phone stopped")
+        deadline = time.monotonic() + RESTART_BIND_WAIT
+        while True:
+            phone = ProvisionedPhone(loaded.config, self.status, self.check_sync)
+            try:
+                await phone.start()
+                break
+            except (TransportError, OSError) as e:
+                with contextlib.suppress(Exception):  # release what the half start opened
+                    await phone.stop()
+                cause = e.__cause__ if isinstance(e, TransportError) else e
+                in_use = isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
+                if not in_use or time.monotonic() > deadline:
+                    raise
+                # the old phone's sockets close on later loop turns: bounded wait for the port
+                await asyncio.sleep(0.1)
         self.phone, self.current = phone, loaded
         if phone.api is not None and phone.api.bound is not None:
             log.info("action API on http://%s:%d/api/status", *phone.api.bound)
@@ -242,14 +260,19 @@ class ProvisioningService:
     async def _trial(self, loaded: Loaded) -> None:
         """Run ``loaded`` on probation: registered within the bound -> last known good."""
         self.store.begin_trial(loaded.serial)
-        await self._start_phone(loaded)
+        self.source = "server (trial)"
+        try:
+            await self._start_phone(loaded)
+            started: str | None = None
+        except (TransportError, OSError) as e:
+            started = f"cannot start: {e}"
         fault("config:started")
-        if await self._await_registered():
+        if started is None and await self._await_registered():
             self.store.promote()
             self.source = "server"
             log.info("config serial %d registered: now the last known good", loaded.serial)
             return
-        summary = self.phone.registration_summary() if self.phone else "none"
+        summary = started or (self.phone.registration_summary() if self.phone else "none")
         if not self.store.has_good():
             self.source = "server (unconfirmed)"
             self._error(
@@ -262,16 +285,19 @@ class ProvisioningService:
             f"{self.boot.trial_timeout:g} s ({summary}); rolled back to the last known good"
         )
         self.store.reject(loaded.serial, reason)
-        self._error(reason)
         good = self.store.startup()
         if good is not None:
             await self._start_phone(good)
             self.source = "last known good"
+        self._error(reason)
 
     # ----- sync -----------------------------------------------------------------------------
     async def sync(self) -> None:
         """Fetch, verify, and apply if newer; every refusal lands in last_error and the logs."""
         async with self._lock:
+            if self.source == "server (unconfirmed)" and self.phone and self.phone.registered():
+                self.store.promote()  # the first config registered late: now it is known good
+                self.source = "server"
             try:
                 doc = await self.fetch()
                 self.last_sync = time.time()
@@ -360,7 +386,6 @@ class ProvisioningService:
             if loaded is None:
                 return 0
         if loaded.trial:
-            self.source = "server"
             await self._trial(loaded)
         else:
             self.source = "last known good"

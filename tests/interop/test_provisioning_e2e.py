@@ -1,0 +1,173 @@
+"""Issue 7, phone side, end to end on loopback: a phone started from its bootstrap fetches its
+signed config over mTLS from the real config server, registers with the real Kamailio using the
+provisioned (encrypted) credentials, resyncs on check-sync sent through Kamailio, and refuses
+bad documents with a clear reason while it keeps working (acceptance 1 and 3).
+
+Kamailio users 1101-1120 (provisioning range).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.interop.kamailio import Kamailio
+from tests.interop.provisioning_lab import BootstrapPhone, Lab, send_check_sync, tamper
+
+
+@pytest.fixture
+def lab(tmp_path: Path, kamailio: Kamailio, request: pytest.FixtureRequest) -> Iterator[Lab]:
+    the_lab = Lab(tmp_path, kamailio, request.param)
+    yield the_lab
+    the_lab.server.stop()
+
+
+@pytest.fixture
+def phone(lab: Lab) -> Iterator[BootstrapPhone]:
+    p = lab.phone()
+    yield p
+    if p.proc is not None and p.proc.poll() is None:
+        try:
+            p.terminate(timeout=8)
+        except Exception:  # noqa: BLE001 - killed below
+            pass
+    p.kill()
+
+
+def check_sync_via_kamailio(lab: Lab) -> None:
+    status, reason = send_check_sync(lab.kamailio.udp_addr, lab.user, lab.kamailio.domain)
+    assert status == 200, reason
+
+
+def wait_provisioning(
+    phone: BootstrapPhone, predicate: Any, what: str, timeout: float = 8.0
+) -> dict[str, Any]:
+    status = phone.wait_for(lambda s: predicate(s["provisioning"]), timeout, what)
+    return status["provisioning"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("lab", ["1101"], indirect=True)
+def test_bootstrap_fetch_register_check_sync(lab: Lab, phone: BootstrapPhone) -> None:
+    phone.start()
+    reg = phone.wait_state("registered", 15)
+    assert reg["aor"] == f"sip:1101@{lab.kamailio.domain}"
+    contacts = lab.kamailio.contacts(f"sip:1101@{lab.kamailio.domain}")
+    assert any(str(lab.sip_port) in c["Address"] for c in contacts), contacts
+    prov = wait_provisioning(phone, lambda p: p["source"] == "server", "trial passed")
+    assert (prov["serial"], prov["last_error"]) == (1, None)
+    assert phone.status()["device"]["name"] == "Desk 1101"
+    # no plaintext password on the phone's disk: the stored document keeps it encrypted
+    stored = (lab.state / "provisioning" / "good.json").read_text()
+    assert lab.kamailio.users["1101"] not in stored
+
+    # the status report reached the server
+    report = json.loads((lab.fleet.status_dir / f"{lab.device_id}.json").read_text())
+    assert (report["serial"], report["registration"]) == (1, "registered")
+
+    # change a setting centrally, render, check-sync through Kamailio -> applied within seconds
+    lab.set_device_layer(device={"name": "Front desk"})
+    assert lab.render() == 2
+    check_sync_via_kamailio(lab)
+    phone.wait_for(lambda s: s["device"]["name"] == "Front desk", 8, "new name applied")
+    prov = wait_provisioning(phone, lambda p: p["serial"] == 2, "serial 2")
+    phone.wait_state("registered", 10)
+
+    # check-sync from anyone but the registrar's flow: 403 and no resync
+    lab.set_device_layer(device={"name": "Sneaky"})
+    lab.render()
+    status, reason = send_check_sync(("127.0.0.1", lab.sip_port), "1101", "127.0.0.1")
+    assert status == 403 and "registrar" in reason
+    assert phone.provisioning()["serial"] == 2
+    assert "check-sync from" in phone.log() and "refused" in phone.log()
+
+
+@pytest.mark.parametrize("lab", ["1102"], indirect=True)
+def test_bad_documents_are_refused_and_the_phone_keeps_working(
+    lab: Lab, phone: BootstrapPhone
+) -> None:
+    phone.start()
+    phone.wait_state("registered", 15)
+    good = lab.document_path.read_text()
+
+    def refused(expected: str) -> None:
+        check_sync_via_kamailio(lab)
+        prov = wait_provisioning(
+            phone, lambda p: expected in (p["last_error"] or ""), f"refusal {expected!r}"
+        )
+        assert prov["serial"] == 1, prov
+        assert phone.registration()["state"] == "registered"
+
+    # tampered: a value changed after signing
+    tamper(lab.document_path, lambda p: p["config"]["device"].update(name="Evil"))
+    refused("signature does not verify")
+    # another device's document (validly signed, wrong device)
+    lab.document_path.write_text(good)
+    tamper(lab.document_path, lambda p: p.update(device="desk-other"))
+    refused("signature does not verify")
+    # expired: a newer serial, but already past its expiry
+    lab.set_device_layer(device={"name": "Expired"})
+    lab.render(validity=10, now=1_000_000)
+    refused("expired at 1970-01-12")
+    # older serial: serial 3 applied, then serial 1 served again
+    lab.set_device_layer(device={"name": "Three"})
+    assert lab.render() == 3
+    check_sync_via_kamailio(lab)
+    wait_provisioning(phone, lambda p: p["serial"] == 3, "serial 3")
+    phone.wait_state("registered", 10)
+    lab.document_path.write_text(good)
+    check_sync_via_kamailio(lab)
+    prov = wait_provisioning(
+        phone, lambda p: "serial 1 is older than the applied serial 3" in (p["last_error"] or ""),
+        "older serial refused",
+    )
+    assert prov["serial"] == 3
+    assert phone.status()["device"]["name"] == "Three"
+
+
+@pytest.mark.parametrize("lab", ["1103"], indirect=True)
+def test_config_that_cannot_register_rolls_back(lab: Lab, phone: BootstrapPhone) -> None:
+    phone.start()
+    phone.wait_state("registered", 15)
+    lab.set_device_layer(accounts=[lab.account(password="wrong-password")])
+    assert lab.render() == 2
+    check_sync_via_kamailio(lab)
+    prov = wait_provisioning(
+        phone,
+        lambda p: "rolled back" in (p["last_error"] or ""),
+        "rollback",
+        timeout=lab.trial_timeout + 10,
+    )
+    assert prov["serial"] == 1 and prov["source"] == "last known good"
+    assert "config serial 2 could not register within 4 s" in prov["last_error"]
+    assert prov["rejected"]["serial"] == 2
+    phone.wait_state("registered", 10)
+
+
+@pytest.mark.parametrize("lab", ["1104"], indirect=True)
+def test_wrong_client_certificate_and_offline_keep_last_known_good(
+    lab: Lab, phone: BootstrapPhone
+) -> None:
+    phone.start()
+    phone.wait_state("registered", 15)
+    assert phone.terminate() == 0
+    # a client certificate from another CA: the server refuses the TLS handshake
+    from tools.provision import pki
+
+    other_ca = pki.make_ca("rogue CA")
+    key = pki.new_key()
+    cert = pki.device_cert(*other_ca, lab.device_id, key.public_key())
+    (lab.boot / "rogue.crt").write_bytes(pki.cert_pem(cert))
+    (lab.boot / "rogue.key").write_bytes(pki.key_pem(key))
+    lab.write_bootstrap(client_cert="rogue.crt", client_key="rogue.key")
+    again = lab.phone().start()
+    try:
+        again.wait_state("registered", 15)
+        prov = wait_provisioning(again, lambda p: p["last_error"], "TLS refusal")
+        assert prov["serial"] == 1 and prov["source"] == "last known good"
+        assert "cannot fetch" in prov["last_error"] or "TLS" in prov["last_error"]
+    finally:
+        again.terminate()
