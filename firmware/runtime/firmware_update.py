@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -172,6 +173,13 @@ def _wait_health(child: subprocess.Popen[bytes], health: Path, timeout: float) -
     return f"not registered with the action API up within {timeout:g} s"
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the launcher dies (Linux PR_SET_PDEATHSIG), so a
+    killed launcher never leaves a phone holding the ports of the next boot."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def _stop(child: subprocess.Popen[bytes]) -> None:
     if child.poll() is None:
         child.send_signal(signal.SIGTERM)
@@ -211,7 +219,12 @@ def launch(root: Path, args: list[str], health_timeout: float) -> int:
             decision.slot,
             " (trial)" if decision.trial else "",
         )
-        child = subprocess.Popen([sys.executable, "-m", "firmware", *args], cwd=slot_dir, env=env)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "firmware", *args],
+            cwd=slot_dir,
+            env=env,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - a prctl only, no locks taken
+        )
         if decision.trial:
             why = _wait_health(child, health, health_timeout)
             if why is None:

@@ -56,6 +56,17 @@ JITTER = 0.2  # resync every interval * (1 +- 20 %)
 
 
 
+def _slots_status() -> dict[str, Any] | None:
+    """Slot, version, floor and the last install/commit/rollback (under the slot launcher)."""
+    root = os.environ.get(SLOTS_ENV)
+    if not root:
+        return None
+    try:
+        return Slots(Path(root)).status()
+    except FirmwareError as e:
+        return {"error": str(e)}
+
+
 def registered(phone: Phone) -> bool:
     """Every enabled account of ``phone`` holds a registration."""
     return all(r.get("state") == "registered" for r in phone.ua.registration_status())
@@ -163,6 +174,7 @@ class ProvisioningService:
             "last_error": self.last_error,
             "rejected": rejected,
             "firmware": self.firmware(),
+            "firmware_slots": _slots_status(),
             "server": self.boot.url,
         }
 
