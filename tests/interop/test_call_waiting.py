@@ -66,7 +66,7 @@ def sip_sent(packets: list[bytes]) -> list[tuple[str, str]]:
             continue
         seen.add(p)
         text = p.decode(errors="replace")
-        if text.startswith(("SIP/2.0", "INVITE", "ACK", "BYE", "REGISTER", "CANCEL", "NOTIFY")):
+        if re.match(r"(SIP/2\.0 \d{3}|[A-Z]+ \S+ SIP/2\.0)", text):
             out.append((text.split("\r\n", 1)[0], text))
     return out
 
