@@ -29,9 +29,12 @@ from board.profile import PROFILE_DIR
 from firmware.provisioning.config import load_config
 from firmware.runtime.app import Phone
 from firmware.runtime.board_io import BoardIO
+from tests.conftest import require_tool
 from tests.interop.audio_files import write_tone
+from tests.interop.certs import TestPKI
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import free_port
+from tests.interop.presence_kamailio import PresenceKamailio
 from tests.interop.sniff import Sniffer
 from tests.unit import test_board_gpio as pins
 from tests.unit.board_fakes import MatrixOrbitalScreen
@@ -102,15 +105,15 @@ def lcd_pty() -> Iterator[tuple[int, str]]:
 
 
 def phone_config(tmp_path: Path, kam: Kamailio, lcd_port: str, sip_port: int,
-                 sections: dict[str, Any] | None = None) -> Path:
-    """phone.toml for 1081 with the reference board, its LCD swapped for a serial one."""
+                 sections: dict[str, Any] | None = None, user: str = CALLER) -> Path:
+    """phone.toml for `user` with the reference board, its LCD swapped for a serial one."""
     profile = tomllib.loads((PROFILE_DIR / "pi-reference.toml").read_text())
     profile["lcd"] = {"type": "serial", "protocol": "matrix_orbital", "port": lcd_port,
                       "baud": 19200, "cols": 20, "rows": 4}
     (tmp_path / "board.toml").write_bytes(tomli_w.dumps(profile).encode())
     doc = {
-        "device": {"name": "Desk 1081", "state_dir": str(tmp_path / "state")},
-        "accounts": [{"id": "line1", "user": CALLER, "password": kam.users[CALLER],
+        "device": {"name": f"Desk {user}", "state_dir": str(tmp_path / "state")},
+        "accounts": [{"id": "line1", "user": user, "password": kam.users[user],
                       "domain": kam.domain, "registrar": kam.uri("udp"), "expires": 300}],
         "sip": {"listen": [f"udp:127.0.0.1:{sip_port}"], "retry_base": 1.0},
         "audio": {"codecs": ["PCMU"], "capture_file": str(write_tone(tmp_path / "in.wav", 1000)),
@@ -159,19 +162,20 @@ class DeskPhone:
 @contextlib.asynccontextmanager
 async def desk_phone(
     kam: Kamailio, factory: MockFactory, lcd_pty: tuple[int, str], sniffer: Callable[..., Sniffer],
-    tmp_path: Path, sections: dict[str, Any] | None = None,
+    tmp_path: Path, sections: dict[str, Any] | None = None, user: str = CALLER,
 ) -> AsyncIterator[DeskPhone]:
     sip_port = free_port()
     sniff = sniffer(sip_port)
     master, lcd_port = lcd_pty
-    phone = Phone(load_config(str(phone_config(tmp_path, kam, lcd_port, sip_port, sections))))
+    phone = Phone(load_config(str(phone_config(tmp_path, kam, lcd_port, sip_port, sections,
+                                               user))))
     assert phone.ui is not None and isinstance(phone.ui.board, BoardIO)
     dp = DeskPhone(phone, Desk(factory, phone.ui.board), sniff, master)
     await phone.start()
     try:
         await until(lambda: phone.status()["registrations"][0]["state"] == "registered", 15,
                     "registered")
-        await until(lambda: "Desk 1081" in dp.lcd()[0], 5, "idle screen on the serial LCD")
+        await until(lambda: f"Desk {user}" in dp.lcd()[0], 5, "idle screen on the serial LCD")
         yield dp
     finally:
         await phone.stop()
@@ -324,3 +328,51 @@ async def test_mwi_led_pin_follows_message_waiting(
                 await until(lambda lv=level: mwi_pin.state == lv, 10,  # type: ignore[misc]
                             f"MWI LED pin {'on' if level else 'off'}")
                 assert dp.io.status()["leds"]["MWI"] == ("on" if level else "off")
+
+
+@pytest.fixture(scope="module")
+def kamailio_presence(
+    tmp_path_factory: pytest.TempPathFactory, pki: TestPKI
+) -> Iterator[PresenceKamailio]:
+    instance = PresenceKamailio(tmp_path_factory.mktemp("kamailio-presence"), pki,
+                                binary=require_tool("kamailio"))
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+async def test_blf_line_key_led_pin_follows_the_watched_line(
+    kamailio_presence: PresenceKamailio,
+    make_baresip: Callable[..., Any],
+    sniffer: Callable[[int], Sniffer],
+    mock_pins: MockFactory,
+    lcd_pty: tuple[int, str],
+    tmp_path: Path,
+) -> None:
+    kam = kamailio_presence
+    watched = make_baresip("1088", kamailio=kam, codecs=["PCMU"])
+    caller = make_baresip("1089", kamailio=kam, codecs=["PCMU"])
+    sections = {
+        "keys": [{"key": "LINE_2", "type": "blf", "target": "1088", "label": "Bob"}],
+        "blf": {"expires": 120, "leds": {"talking": "steady"}},
+        "mwi": {"subscribe": False},
+    }
+    async with desk_phone(kam, mock_pins, lcd_pty, sniffer, tmp_path, sections, "1087") as dp:
+        line2 = mock_pins.pin(24)  # LINE_2's LED on the reference board
+        await until(lambda: any(b.get("state") == "idle" for b in dp.phone.status()["blf"]), 15,
+                    "BLF idle")
+        assert line2.state == 0
+        await asyncio.to_thread(caller.dial, kam.aor("1088"))
+        await asyncio.to_thread(watched.wait_event, "CALL_INCOMING", 10)
+        line2.clear_states()
+        await until(lambda: [s.state for s in line2.states].count(True) >= 2, 10,
+                    "LINE_2 LED fast-flashing while 1088 rings")
+        assert dp.io.status()["leds"]["LINE_2"] == "fast_flash"
+        await asyncio.to_thread(watched.answer)
+        await until(lambda: dp.io.status()["leds"]["LINE_2"] == "on", 10, "BLF talking")
+        line2.clear_states()
+        await asyncio.sleep(0.3)  # steady: no switching for longer than a fast-flash period
+        assert line2.state == 1 and len(line2.states) == 1
+        await asyncio.to_thread(caller.hangup)
+        await until(lambda: line2.state == 0 and dp.io.status()["leds"]["LINE_2"] == "off", 15,
+                    "LINE_2 LED off when the line is idle again")
