@@ -4,7 +4,9 @@ baresip 1.0 does not implement Replaces, so every role is a real deskphone, thro
 Kamailio (users 1045-1050): A (1045) calls B (1046), then C (1047); A transfers B to C through the
 action API (``transfer`` with ``target_call``). B follows A's REFER with an INVITE carrying
 Replaces of the A-C dialog to C's Contact; C answers it at once and BYEs A; B's NOTIFY 200 makes A
-BYE B. At the end B and C talk and A has no call.
+BYE B. At the end B and C talk and A has no call, and they hear each other: each phone plays its
+own tone (A 1000 Hz, B 600 Hz, C 800 Hz) and after the transfer B plays C's tone and C B's
+(acceptance 3, "the final audio path is right").
 
 Replayed Replaces (THREATS T3) from sipp, straight to a phone process: data/replaces_replay.xml
 calls the phone, moves the call to a second dialog with INVITE + Replaces, then replays the same
@@ -23,7 +25,10 @@ import pytest
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess
 from tests.interop.sipp import SippResult
-from tests.interop.test_calls_baresip import connected, deskphone, ended
+from tests.interop.test_calls_baresip import alsa_files, assert_tone, connected, deskphone, ended
+from tests.interop.test_transfer import _played_since, _wait_audio
+
+B_TONE, C_TONE = 600.0, 800.0
 
 
 def _call(phone: PhoneProcess, callee: PhoneProcess, number: str) -> tuple[str, str]:
@@ -41,6 +46,9 @@ def test_attended_transfer_between_three_deskphones(
     a, _ = deskphone(phones, kamailio, "1045", tmp_path)
     b, _ = deskphone(phones, kamailio, "1046", tmp_path)
     c, _ = deskphone(phones, kamailio, "1047", tmp_path)
+    # Same files (the env is fixed at start), new tones: read when a call opens the device.
+    b_files = alsa_files(tmp_path / "alsa-1046", B_TONE)
+    c_files = alsa_files(tmp_path / "alsa-1047", C_TONE)
     a_b, b_a = _call(a, b, "1046")
     a_c, c_a = _call(a, c, "1047")
 
@@ -53,6 +61,7 @@ def test_attended_transfer_between_three_deskphones(
         15,
         "C's replacement call",
     )
+    c_played = c_files.playback.stat().st_size
     assert "1046" in new_c["remote"]
     old_c = c.wait_call(ended(c_a), 10, "C's call with A to end")
     assert old_c["replaced_by"] == new_c["id"] and old_c["end_cause"] == "local_bye"
@@ -60,6 +69,7 @@ def test_attended_transfer_between_three_deskphones(
     new_b = b.wait_call(
         lambda x: x["direction"] == "outgoing" and x["state"] == "connected", 10, "B calls C"
     )
+    b_played = b_files.playback.stat().st_size
     assert "1047" in new_b["remote"]
     b.wait_call(ended(b_a), 10, "B's call with A to end")
     # A: no call left; the transfer is reported done.
@@ -68,6 +78,10 @@ def test_attended_transfer_between_three_deskphones(
     assert a.call(a_c)["end_cause"] == "remote_bye"
     assert [x["id"] for x in c.status()["calls"] if x["state"] != "ended"] == [new_c["id"]]
     assert [x["id"] for x in b.status()["calls"] if x["state"] != "ended"] == [new_b["id"]]
+    # The final audio path: B and C hear each other (not A, whose tone is 1000 Hz).
+    _wait_audio()
+    assert_tone(_played_since(b, b_files, b_played), C_TONE, "B")
+    assert_tone(_played_since(c, c_files, c_played), B_TONE, "C")
 
 
 def test_attended_transfer_while_the_consultation_call_still_rings(

@@ -12,20 +12,59 @@ BYE ends it.
 * deskphone as transferor when B rejects A's call: A's failure NOTIFY makes the phone resume A.
 * a toll-fraud target in X's REFER (T26) is refused by the phone (403, no INVITE); baresip then
   ends the call itself.
+
+The final audio path is checked by tone (acceptance 2): every party plays its own frequency, and
+after the transfer the transferee and the target each hear the other's, not the transferor's.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tests.interop.audio_files import dominant_frequency, tone_of
 from tests.interop.baresip import Baresip
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess
 from tests.interop.sniff import Sniffer
-from tests.interop.test_calls_baresip import connected, deskphone, ended
+from tests.interop.test_calls_baresip import (
+    BARESIP_TONE,
+    PHONE_TONE,
+    AlsaFiles,
+    assert_tone,
+    connected,
+    deskphone,
+    ended,
+)
+
+OTHER_TONE = 700.0  # the transferor (or the second baresip): distinct from the other two
+AUDIO_SECONDS = 1.5  # bounded window of audio after the transfer before it is measured
+
+
+def _played_since(phone: PhoneProcess, files: AlsaFiles, offset: int) -> tuple[float, float]:
+    """(dominant Hz, RMS) of what the phone played after byte ``offset`` of its playback file.
+
+    The ALSA file device truncates the file when a stream opens it again; then all of it is new.
+    """
+    m = re.search(r"playback to .* at (\d+) Hz", phone.log())
+    assert m, "the phone never opened its playback device"
+    rate = int(m.group(1))
+    raw = files.playback.read_bytes()
+    raw = raw[offset - offset % 2 :] if len(raw) > offset else raw
+    pcm = np.frombuffer(raw, dtype="<i2").astype(np.float64) / 32768
+    loud = np.flatnonzero(np.abs(pcm) > 0.02)
+    assert loud.size > rate // 4, f"the phone played {loud.size / rate:.2f} s after the transfer"
+    active = pcm[loud[0] : loud[-1] + 1]
+    return dominant_frequency(active, rate), float(np.sqrt(np.mean(active**2)))
+
+
+def _wait_audio() -> None:
+    time.sleep(AUDIO_SECONDS)  # audio must flow for a while; nothing to await but time
 
 
 def _sip(payloads: list[bytes], first_line_prefix: bytes) -> list[bytes]:
@@ -56,9 +95,13 @@ def test_deskphone_as_transferee_follows_baresips_refer(
     tmp_path: Path,
     sniffer: Callable[[int], Sniffer],
 ) -> None:
-    target: Baresip = make_baresip("1053", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
-    transferor: Baresip = make_baresip("1051", kamailio=kamailio, codecs=["PCMU"])
-    phone, _ = deskphone(phones, kamailio, "1052", tmp_path)
+    target: Baresip = make_baresip(
+        "1053", kamailio=kamailio, codecs=["PCMU"], auto_answer=True, tone_hz=BARESIP_TONE
+    )
+    transferor: Baresip = make_baresip(
+        "1051", kamailio=kamailio, codecs=["PCMU"], tone_hz=OTHER_TONE
+    )
+    phone, files = deskphone(phones, kamailio, "1052", tmp_path)
     sent_by_phone = sniffer(phone.sip_port)
 
     transferor.dial(kamailio.aor("1052"))
@@ -70,6 +113,7 @@ def test_deskphone_as_transferee_follows_baresips_refer(
     transferor.command("transfer", kamailio.aor("1053"))
     target.wait_event("CALL_ESTABLISHED", 15)
     new = _one_call(phone, "the call to the target", state="connected", direction="outgoing")
+    played_before = files.playback.stat().st_size
     assert "1053" in new["remote"]
     original = phone.wait_call(ended(ringing["id"]), 10, "the original call to end")
     assert original["transfer"] == "done" and original["transfer_status"] == 200
@@ -91,8 +135,12 @@ def test_deskphone_as_transferee_follows_baresips_refer(
     # The INVITE to the target carries the transferor as Referred-By (baresip sends one).
     invites = [p for p in _sip(sent, b"INVITE sip:1053@") if b"Referred-By" in p]
     assert invites or b"Referred-By" not in b"".join(_sip(sent, b"INVITE "))
+    # The final audio path: the phone hears the target's tone, the target the phone's.
+    _wait_audio()
+    assert_tone(_played_since(phone, files, played_before), BARESIP_TONE, "deskphone")
     phone.call_action(new["id"], "hangup")
     target.wait_event("CALL_CLOSED", 10)
+    assert_tone(tone_of(target.received_wavs()[0]), PHONE_TONE, "the target")
 
 
 def test_deskphone_as_transferor_moves_baresip_a_to_baresip_b(
@@ -102,8 +150,12 @@ def test_deskphone_as_transferor_moves_baresip_a_to_baresip_b(
     tmp_path: Path,
     sniffer: Callable[[int], Sniffer],
 ) -> None:
-    transferee: Baresip = make_baresip("1055", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
-    target: Baresip = make_baresip("1056", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
+    transferee: Baresip = make_baresip(
+        "1055", kamailio=kamailio, codecs=["PCMU"], auto_answer=True, tone_hz=BARESIP_TONE
+    )
+    target: Baresip = make_baresip(
+        "1056", kamailio=kamailio, codecs=["PCMU"], auto_answer=True, tone_hz=OTHER_TONE
+    )
     phone, _ = deskphone(phones, kamailio, "1054", tmp_path)
     sent_by_phone = sniffer(phone.sip_port)
 
@@ -125,8 +177,8 @@ def test_deskphone_as_transferor_moves_baresip_a_to_baresip_b(
     assert done["end_cause"] == "local_bye"
     code, _ = phone.post(f"/api/calls/{call['id']}/transfer", {"target": "1056"})
     assert code == 409
-    # A and B still talk after the phone left.
-    time.sleep(0.5)  # bounded: a wrong BYE would close B's call within this window
+    # A and B still talk after the phone left (a wrong BYE would close B's call by now).
+    _wait_audio()
     assert "CALL_CLOSED" not in target.event_types()
     sent = sent_by_phone.close()
     # Hold (sendonly re-INVITE) came before the REFER; the REFER names B and us.
@@ -138,6 +190,9 @@ def test_deskphone_as_transferor_moves_baresip_a_to_baresip_b(
     assert _sip(sent, b"BYE ")  # the phone ended its call with A after the NOTIFY 200
     transferee.hangup()
     target.wait_event("CALL_CLOSED", 10)
+    # The final audio path: B heard A's tone and A (in its newest call) B's; not the phone's.
+    assert_tone(tone_of(target.received_wavs()[0]), BARESIP_TONE, "the target B")
+    assert_tone(tone_of(transferee.received_wavs()[-1]), OTHER_TONE, "the transferee A")
 
 
 def test_toll_fraud_target_in_a_real_refer_is_refused_without_dialling(
