@@ -9,8 +9,8 @@ and applies, in this order:
   (RFC 5359 2.7/2.8 done by the phone); no answer: 302 after ``no_answer_after`` seconds of
   ringing;
 * caller identity (T25, RFC 3325 8): a P-Asserted-Identity is believed - and shown - only when
-  the INVITE came over the registrar/proxy flow; otherwise From is shown and PAI ignored.
-  Referred-By is shown marked unverified (T15: no RFC 3892 token is checked);
+  the INVITE came over the registrar/proxy flow; otherwise From is shown and PAI ignored
+  (Referred-By is shown unverified by firmware.call.refer, T15);
 * intercom/auto-answer (T27, RFC 5373, RFC 5850 A.21): Answer-Mode/Priv-Answer-Mode ``Auto``,
   Call-Info ``answer-after=N`` or Alert-Info ``info=alert-autoanswer`` make the phone answer by
   itself (after N s, capped) only when the INVITE came over the proxy flow and, if an allow-list
@@ -160,7 +160,7 @@ class IncomingPolicy:
         log.info("incoming call from %s: %s -> %d %s", caller, what, status, target or "")
 
     def _identity(self, call: Any, request: SipRequest, peer: Hashable) -> None:
-        """T25: PAI only from the proxy; T15: Referred-By shown unverified."""
+        """T25: P-Asserted-Identity is believed (and shown) only from the proxy flow."""
         from_proxy = self.trusted(peer)
         shown: dict[str, Any] = {
             "uri": call.remote,
@@ -184,17 +184,7 @@ class IncomingPolicy:
         elif pai:
             log.warning("call %s: P-Asserted-Identity from an untrusted peer ignored", call.id)
         call.extras["caller"] = shown
-        referred = request.headers.get("Referred-By")
-        if referred:
-            try:
-                rb = parse_name_addr(referred)
-                call.extras["referred_by"] = {
-                    "uri": str(rb.uri),
-                    "display": rb.display,
-                    "verified": False,
-                }
-            except SipParseError:
-                pass
+        # Referred-By is shown unverified by firmware.call.refer.TransferService (T15).
 
     def _intercom_allowed(self, call: Any, request: SipRequest, peer: Hashable) -> bool:
         cfg = self.config
