@@ -40,8 +40,13 @@ class LineAppearances:
 
     # ----- queries ------------------------------------------------------------------------
     def talking(self) -> list[Call]:
-        """Calls whose media we send and receive (connected and not held by us)."""
-        return [c for c in self.calls.calls.values() if c.state == "connected" and not c.held]
+        """Calls whose media is sendrecv: connected, held neither by us nor by the peer (a
+        peer that holds us leaves us recvonly; it may be about to transfer us, RFC 5589)."""
+        return [
+            c
+            for c in self.calls.calls.values()
+            if c.state == "connected" and not c.held and not c.remote_held
+        ]
 
     def waiting(self) -> list[Call]:
         """Incoming calls ringing while another call is up (connected or held)."""
@@ -56,7 +61,9 @@ class LineAppearances:
 
     def active(self) -> Call | None:
         """The call the handset talks on (the first conference leg for a conference)."""
-        talking = self.talking()
+        talking = self.talking() or [  # a peer holding us: still the line we are on
+            c for c in self.calls.calls.values() if c.state == "connected" and not c.held
+        ]
         return talking[0] if talking else None
 
     def violations(self) -> list[str]:
@@ -128,7 +135,8 @@ class LineAppearances:
             call.extras.pop("waiting", None)
             call.extras.pop("active", None)
         waiting = {c.id for c in self.waiting()}
-        active = {c.id for c in self.talking()}
+        current = self.active()
+        active = {c.id for c in self.talking()} | ({current.id} if current is not None else set())
         for c in self.calls.calls.values():
             if c.state == "ended":
                 continue
