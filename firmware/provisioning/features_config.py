@@ -58,7 +58,6 @@ class FeaturesConfig:
     intercom_enabled: bool = True
     intercom_allow: tuple[str, ...] = ()
     intercom_max_delay: float = 10.0
-    anonymous: bool = False
     privacy: tuple[str, ...] = ("id",)
 
 
@@ -181,7 +180,6 @@ def parse_features(top: _Section, file: str) -> FeaturesConfig:
     ic.finish()
 
     pv = _Section(file, "privacy", top.get("privacy", dict, {}))
-    anonymous = pv.get("anonymous", bool, False)
     values = pv.get("header", list, ["id"])
     for i, v in enumerate(values):
         if v not in PRIVACY_VALUES:
@@ -209,7 +207,6 @@ def parse_features(top: _Section, file: str) -> FeaturesConfig:
         intercom_enabled=intercom_on,
         intercom_allow=intercom_allow,
         intercom_max_delay=max_delay,
-        anonymous=anonymous,
         privacy=tuple(values),
     )
 
