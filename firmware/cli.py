@@ -73,7 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("sip-check", help="show how the phone reads raw SIP message files")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.set_defaults(func=_cmd_sip_check)
+    demo = sub.add_parser(
+        "demo", help="scripted demo: three simulated phones call each other on loopback"
+    )
+    demo.add_argument("--out", default="demo-out", help="directory for the WAV recordings")
+    demo.add_argument("--log-level", default="WARNING", help="log level of the phones")
+    demo.set_defaults(func=_cmd_demo)
     return parser
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tools.demo import run  # the whole phone stack: only imported when asked for
+
+    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

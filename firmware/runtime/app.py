@@ -178,7 +178,9 @@ class Phone:
         return _endpoint_at(local, user, dest.is_stream)
 
     def _account_info(self, account_id: str) -> AccountInfo:
-        if not account_id and not self._accounts:
+        if not self._accounts and not self.config.accounts:
+            # no account at all: every call is direct (incoming ones carry the default "line1",
+            # and a transferee's new call is placed on the original call's account)
             return self._direct_account()
         account = self._accounts.get(account_id)
         binding = self.ua.accounts.get(account_id)

@@ -80,6 +80,7 @@ class PhoneUI:
         self.cursor = 0  # selection in history / directory / menu
         self.xfer_call: str | None = None  # call being transferred / conferenced
         self.consult: str | None = None  # the consultation call dialled for it
+        self.xfer_purpose = "transfer"  # or "conference"
         self.focus: str | None = None  # call shown and acted on
         self._seen: dict[str, CallView] = {}
         self._connected_once: set[str] = set()
@@ -533,7 +534,7 @@ class PhoneUI:
             return
         if call.state == "connected":
             self._act("hold", call.id)
-        self.xfer_call = call.id
+        self.xfer_call, self.xfer_purpose = call.id, purpose
         self.consult = None
         self._start_dialing(now, purpose)
 
@@ -733,8 +734,8 @@ class PhoneUI:
             ]
         if call.state in ("calling", "dialing", "early"):
             what = "Ringing..." if call.state == "early" else "Calling..."
-            if call.id == self.consult and self.xfer_call:
-                what = "Xfer: " + what if self.purpose != "conference" else what
+            if call.id == self.consult and self.xfer_call and self.xfer_purpose == "transfer":
+                what = "Xfer: " + what
             return [what, name], [("", _noop), ("", _noop), ("", _noop), end]
         secure = f" {LOCK}" if call.srtp else ""
         detail = f"{format_duration(call.duration)} {call.codec or ''}{secure}".rstrip()

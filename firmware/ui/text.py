@@ -57,13 +57,15 @@ def display_name(call: CallView, directory: Iterable[DirectoryEntry] = ()) -> st
 
 
 def _same_uri(a: str, b: str) -> bool:
-    """user@host:port equality, ignoring scheme, parameters and case of the host."""
+    """Same host:port (ignoring scheme, user, parameters): a direct entry names whatever
+    identity the phone at that address uses (peer-to-peer phones have no stable user part)."""
 
     def key(uri: str) -> str:
-        text = uri.strip().strip("<>").split(";", 1)[0]
-        return text.split(":", 1)[1].lower() if ":" in text else text.lower()
+        text = uri.strip().strip("<>").split(";", 1)[0].split("?", 1)[0]
+        text = text.split(":", 1)[1] if ":" in text else text
+        return text.rsplit("@", 1)[-1].lower()
 
-    return key(a) == key(b)
+    return ":" in key(a) and key(a) == key(b)
 
 
 def format_duration(seconds: float) -> str:
