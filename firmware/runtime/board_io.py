@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from board.charset import fit, plain
+from board.charset import fit, plain, scroll
 from board.factory import Board, build_board
 from board.keys import KeyInterpreter
 from board.leds import Cadence, LedDriver
@@ -55,6 +55,9 @@ class BoardIO:
         self.cadence = Cadence(board.profile.ringer.cadence)
         cols, rows = board.display.size
         self.lines = fit([], cols, rows)
+        self._source: list[str] = []  # the UI's lines before fitting (long ones scroll)
+        self._scroll_since: dict[int, float] = {}
+        self._scroll_at: float | None = None
         self.led_modes: dict[str, LedMode] = {}  # what the UI asked for, also LEDs we lack
         self.events: deque[KeyEvent] = deque(maxlen=256)  # recent key events, for diagnostics
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -153,9 +156,32 @@ class BoardIO:
 
     # ----- outputs -------------------------------------------------------------------------
     def show(self, lines: list[str]) -> None:
-        """Put `lines` on the LCD (fitted to its size; identical screens are not rewritten)."""
+        """Put `lines` on the LCD (fitted to its size; identical screens are not rewritten).
+
+        A line longer than the display scrolls (board/charset.scroll: hold, step, hold,
+        restart), timed by the board's one timer; the UI opts in by not cutting the line.
+        """
+        now = self.clock.now()
+        rows = self.size[1]
+        source = [line.replace("\n", " ").replace("\r", " ") for line in list(lines)[:rows]]
+        for row, line in enumerate(source):
+            if row >= len(self._source) or self._source[row] != line:
+                self._scroll_since[row] = now  # a new text starts scrolling from its start
+        self._source = source
+        self._render_lines(now)
+        self._rearm()
+
+    def _render_lines(self, now: float) -> None:
         cols, rows = self.size
-        self.lines = fit(list(lines), cols, rows)
+        windows: list[str] = []
+        self._scroll_at = None
+        for row, line in enumerate(self._source):
+            window, wait = scroll(line, cols, now - self._scroll_since.get(row, now))
+            windows.append(window)
+            if wait is not None:
+                at = now + wait
+                self._scroll_at = at if self._scroll_at is None else min(self._scroll_at, at)
+        self.lines = fit(windows, cols, rows)
         self._flush_display()
 
     def led(self, name: str, mode: LedMode) -> None:
@@ -220,7 +246,7 @@ class BoardIO:
     # ----- the one timer -------------------------------------------------------------------
     def _next_deadline(self) -> float | None:
         times = [t for t in (self.keys.get_timer(), self.leds.get_timer(),
-                             self.cadence.get_timer()) if t is not None]
+                             self.cadence.get_timer(), self._scroll_at) if t is not None]
         return min(times) if times else None
 
     def _rearm(self) -> None:
@@ -244,6 +270,8 @@ class BoardIO:
         self._apply_leds(self.leds.handle_timer(now))
         for level in self.cadence.handle_timer(now):
             self._ringer(level)
+        if self._scroll_at is not None and self._scroll_at <= now + 1e-6:
+            self._render_lines(now)
         self._rearm()
 
 

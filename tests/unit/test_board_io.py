@@ -14,6 +14,7 @@ from board.charset import ICONS
 from board.ports import KeyEvent
 from board.sim import SimDisplay, SimIndicator, SimKeypad, SimRinger
 from firmware.runtime.board_io import BoardIO, open_board
+from firmware.sip.clock import ManualClock
 from tests.unit import test_board_gpio as gpio_helpers
 from tests.unit.board_fakes import HD44780, FakeSMBus
 
@@ -145,3 +146,20 @@ def test_boardio_is_usable_before_start() -> None:
     io.led("MWI", "on")
     assert io.status()["lcd"][0] == "early".ljust(20)
     assert io.status()["leds"]["MWI"] == "on"
+
+
+def test_long_lines_scroll_on_the_board_clock() -> None:
+    clock = ManualClock(100.0)
+    io = open_board("sim", lambda e: None, clock=clock)
+    name = "Alexandra Konstantinopoulos-Smith"  # 33 characters on a 20-column LCD
+    io.show([name, "Connected"])
+    assert io.status()["lcd"][:2] == [name[:20], "Connected".ljust(20)]
+    assert io._next_deadline() == pytest.approx(101.2)  # held at the start for 1.2 s
+    clock.set(101.2)
+    io.show([name, "Connected 00:01"])  # same name: keeps scrolling where it is
+    assert io.status()["lcd"][:2] == [name[1:21], "Connected 00:01".ljust(20)]
+    clock.set(101.6)
+    io.show([name, "Connected 00:01"])
+    assert io.status()["lcd"][0] == name[2:22]
+    io.show(["Bob", "Connected 00:02"])  # fits: no scrolling, no timer
+    assert io.status()["lcd"][0] == "Bob".ljust(20) and io._next_deadline() is None
