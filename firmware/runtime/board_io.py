@@ -115,8 +115,11 @@ class BoardIO:
             return
         if threading.get_ident() == self._loop_thread:
             self.feed(edge)
-        else:
+            return
+        try:
             loop.call_soon_threadsafe(self.feed, edge)
+        except RuntimeError:  # the loop closed under a late gpiozero callback: drop the edge
+            log.debug("edge %s after the event loop closed", edge)
 
     def feed(self, edge: KeyEdge) -> None:
         """One raw edge (on the loop)."""
