@@ -1,0 +1,1 @@
+"""`deskphone-provision`: the fleet tool and config server (issue 7; docs/provisioning.md)."""
