@@ -37,6 +37,12 @@ def parse_board_ui(top: _Section, file: str, base: Path) -> BoardUiConfig:
         raise board.error("profile", 'must name a profile ("sim") or a profile file')
     if profile.endswith(".toml"):
         profile = str((base / profile).expanduser())
+    from board.profile import ProfileError, load_profile  # the whole profile is checked at load
+
+    try:
+        load_profile(profile, base)
+    except ProfileError as e:
+        raise board.error("profile", str(e)) from None
     board.finish()
 
     ui = _Section(file, "ui", top.get("ui", dict, {}))

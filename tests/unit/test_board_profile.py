@@ -105,3 +105,17 @@ def test_unreadable_profiles(tmp_path: Path) -> None:
     bad.write_text("[board\n")
     with pytest.raises(ProfileError, match="bad.toml: -: not valid TOML"):
         load_profile(bad)
+
+
+def test_phone_config_checks_the_board_profile_at_load(tmp_path: Path) -> None:
+    from firmware.provisioning.config import ConfigError, load_config
+
+    (tmp_path / "mine.toml").write_text('[board]\nname = "x"\n[lcd]\ntype = "oled"\n')
+    phone = tmp_path / "phone.toml"
+    phone.write_text('[api]\nenabled = false\n[board]\nprofile = "mine.toml"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(str(phone))
+    assert info.value.key == "board.profile"
+    assert "mine.toml: lcd.type: 'oled' is not one of" in info.value.message
+    phone.write_text('[api]\nenabled = false\n[board]\nprofile = "pi-reference"\n')
+    load_config(str(phone))
