@@ -32,6 +32,9 @@ TOOL_PACKAGES = {
     "sipp": "sip-tester",
     "baresip": "baresip",
     "linphonec": "linphone-cli",
+    "nginx": "nginx-light",
+    "mcopy": "mtools",
+    "mkfs.fat": "dosfstools",
 }
 
 MARKERS = {
