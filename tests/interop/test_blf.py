@@ -12,6 +12,7 @@ to B, B answers A without ringing and CANCELs the call to baresip (directed pick
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,8 @@ from tests.interop.baresip import Baresip
 from tests.interop.certs import TestPKI
 from tests.interop.phone import PhoneProcess
 from tests.interop.presence_kamailio import PresenceKamailio
+from tests.interop.sniff import Sniffer
+from tests.interop.test_calls_baresip import alsa_files
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +124,50 @@ def test_blf_follows_a_monitored_line_and_picks_up_while_it_rings(
     b_calls = caller.status()["calls"]
     assert any(c["state"] == "connected" and c["direction"] == "incoming" for c in b_calls)
     watcher.call_action(mine["id"], "hangup")
+
+
+def test_park_by_refer_shows_the_orbit_parked_and_the_key_retrieves(
+    kamailio_presence: PresenceKamailio,
+    phones: Callable[..., PhoneProcess],
+    make_baresip: Any,
+    sniffer: Callable[[int], Sniffer],
+    tmp_path: Path,
+) -> None:
+    """Park (RFC 5359 2.15 by blind transfer): the phone REFERs its peer to the park orbit
+    (``[park] uri``, here a baresip standing in for the PBX's orbit); the park key monitoring
+    the orbit turns ``parked``; pressing it retrieves (calls the orbit)."""
+    kam = kamailio_presence
+    make_baresip("1075", kamailio=kam, auto_answer=True)  # the orbit
+    parked: Baresip = make_baresip("1077", kamailio=kam, auto_answer=True)
+    files = alsa_files(tmp_path / "alsa-1076")
+    phone = phones(
+        [account(kam, "1076")],
+        env=files.env,
+        audio={"codecs": ["PCMU"]},
+        sections={
+            "keys": [{"key": "LINE_3", "type": "park", "target": "1075"}],
+            "park": {"uri": kam.aor("1075")},
+            "mwi": {"subscribe": False},
+        },
+    )
+    phone.wait_state("registered", 15)
+    phone.wait_for(lambda s: blf_of(s, "LINE_3")["state"] == "idle", 15, "orbit idle")
+    capture = sniffer(phone.sip_port)
+    call = phone.dial("1077")
+    phone.wait_call(lambda c: c["id"] == call["id"] and c["state"] == "connected", 10, "talking")
+    parked.wait_event("CALL_ESTABLISHED", 10)
+
+    code, body = phone.post(f"/api/park/{call['id']}")
+    assert code == 200 and body["target"] == kam.aor("1075"), body
+    status = phone.wait_for(
+        lambda s: blf_of(s, "LINE_3")["state"] == "parked", 15, "the orbit shows a parked call"
+    )
+    assert blf_of(status, "LINE_3")["led"] == "slow_flash"
+    phone.wait_call(lambda c: c["id"] == call["id"] and c["state"] == "ended", 15, "handed over")
+    refers = [p for p in dict.fromkeys(capture.close()) if p.startswith(b"REFER ")]
+    assert refers and f"Refer-To: <{kam.aor('1075')}>".encode() in refers[0]
+
+    code, pressed = phone.post("/api/blf/LINE_3")
+    assert code == 200 and pressed["action"] == "retrieve", pressed
+    assert phone.call(pressed["call"])["remote"] == kam.aor("1075")
+    phone.call_action(pressed["call"], "hangup")
