@@ -17,8 +17,10 @@ participant that creates a conference" role on top of `CallManager` and `Transfe
   focus reports progress in its conference state, not by NOTIFY).
 
 Status (call ``extras``) of the focus call: ``conference`` (creating | active | not_a_focus |
-failed | ended), ``conference_uri``, ``isfocus``, ``conference_parties`` (our calls sent to the
-focus) and ``conference_invited`` ({uri: REFER status}).
+failed | ended), ``conference_uri``, ``isfocus``, ``focus_secure`` (the focus dialog runs over
+TLS or sips, the only integrity the isfocus Contact gets: no S/MIME, THREATS T28),
+``conference_parties`` (our calls sent to the focus) and ``conference_invited`` ({uri: REFER
+status}).
 """
 
 from __future__ import annotations
@@ -91,9 +93,12 @@ class NetworkConferences:
             self.calls.get(party).extras["conference_of"] = call.id
         self._conferences[call.id] = conference
         self._tap_answer(conference)
+        info = self.calls.accounts(account_id)
         call.extras.update(
             conference="creating",
             conference_focus=focus_uri,
+            # THREATS T28: only TLS/sips hop-by-hop integrity protects the isfocus Contact
+            focus_secure=bool(info.secure or focus_uri.startswith("sips:")),
             conference_uri=None,
             isfocus=None,
             conference_parties=[],

@@ -58,6 +58,7 @@ def test_create_by_invite_to_the_conference_uri_then_refer_the_party_there(
     answer_as_focus(net)
     status = a.calls.get(conf.id).status(net.now)
     assert status["isfocus"] is True and status["conference"] == "active"
+    assert status["focus_secure"] is False  # plain UDP: T28 integrity is not there
     assert status["conference_uri"] == FOCUS and status["conference_parties"] == [b_call]
     refer = requests(b, "REFER")[0]
     assert refer.headers.get("Refer-To") == f"<{FOCUS}>"
