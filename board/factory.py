@@ -18,6 +18,13 @@ from board.sim import NoDisplay, NoRinger, SimDisplay, SimIndicator, SimKeypad, 
 log = logging.getLogger(__name__)
 
 
+class BoardError(OSError):
+    """A part of the board could not be opened (missing /dev/i2c-1, serial port, GPIO access).
+
+    An OSError so that `deskphone run` reports it in one line like other device errors.
+    """
+
+
 @dataclass
 class Board:
     """One phone's hardware, behind the ports."""
@@ -121,19 +128,23 @@ def build_board(
     """Create every part of the board the profile describes (nothing is started yet)."""
     wiring = Wiring(clock, pin_factory, i2c_bus, serial_port)
     parts: list[Any] = []
+    what = "keypad"
     try:
         keypad = KEYPADS[profile.driver](profile, wiring)
         parts.append(keypad)
+        what = f"LCD ({profile.lcd.type})"
         display = DISPLAYS[profile.lcd.type](profile, wiring)
         parts.append(display)
+        what = "LEDs"
         indicator = _indicator(profile, wiring)
         parts.append(indicator)
+        what = f"ringer ({profile.ringer.type})"
         ringer = RINGERS[profile.ringer.type](profile, wiring)
-    except BaseException:
+    except Exception as e:
         for part in reversed(parts):
             try:
                 part.close()
             except Exception:  # noqa: BLE001
                 log.exception("closing %s after a failed start failed", type(part).__name__)
-        raise
+        raise BoardError(f"board profile {profile.file}: cannot open the {what}: {e}") from e
     return Board(profile, keypad, display, indicator, ringer)

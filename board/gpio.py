@@ -13,6 +13,7 @@ column never short two driven rows), and the pulled-up columns are read.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -33,14 +34,27 @@ def _factory(pin_factory: Any) -> Any:
 
 
 class GpioKeypad:
-    """Hook switch and direct buttons (gpiozero Button) plus an optional scanned matrix."""
+    """Hook switch and direct buttons (gpiozero Button) plus an optional scanned matrix.
+
+    The pins are claimed when it is created (so a missing GPIO driver or a pin in use fails
+    while the board is built); edges flow once `start` gives the sink.
+    """
 
     def __init__(self, profile: BoardProfile, clock: Clock, pin_factory: Any = None) -> None:
         self._profile, self._clock = profile, clock
-        self._pin_factory = pin_factory
+        self._sink: EdgeSink | None = None
         self._buttons: list[tuple[str, Button]] = []
         self._matrix: _Matrix | None = None
-        self._sink: EdgeSink | None = None
+        try:
+            if profile.hook is not None:
+                self._button(HOOK, profile.hook.pin, profile.hook.active_low, pin_factory)
+            for key, pin in profile.buttons.items():
+                self._button(key, pin, profile.buttons_pull_up, pin_factory)
+            if profile.matrix is not None:
+                self._matrix = _Matrix(profile.matrix, pin_factory)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def poll_interval(self) -> float | None:
@@ -48,22 +62,16 @@ class GpioKeypad:
 
     def start(self, sink: EdgeSink) -> None:
         self._sink = sink
-        p = self._profile
-        if p.hook is not None:
-            self._button(HOOK, p.hook.pin, pull_up=p.hook.active_low)
-        for key, pin in p.buttons.items():
-            self._button(key, pin, pull_up=p.buttons_pull_up)
-        if p.matrix is not None:
-            self._matrix = _Matrix(p.matrix, self._pin_factory)
+        for key, button in self._buttons:
+            button.when_pressed = functools.partial(self._edge, key, True)
+            button.when_released = functools.partial(self._edge, key, False)
         # A key already down at start (handset off hook) is reported like any other edge.
         for key, button in self._buttons:
             if button.is_pressed:
                 self._edge(key, True)
 
-    def _button(self, key: str, pin: Pin, pull_up: bool) -> None:
-        button = Button(pin, pull_up=pull_up, bounce_time=None, pin_factory=self._pin_factory)
-        button.when_pressed = lambda: self._edge(key, True)
-        button.when_released = lambda: self._edge(key, False)
+    def _button(self, key: str, pin: Pin, pull_up: bool, pin_factory: Any) -> None:
+        button = Button(pin, pull_up=pull_up, bounce_time=None, pin_factory=pin_factory)
         self._buttons.append((key, button))
 
     def _edge(self, key: str, pressed: bool) -> None:

@@ -145,3 +145,18 @@ def test_leds_and_buzzer_drive_their_pins(factory: MockFactory) -> None:
     board.display.show(["Hello"])
     assert lcd.screen()[0] == "Hello".ljust(20)
     board.close()
+
+
+def test_a_part_that_cannot_open_is_one_clear_board_error(factory: MockFactory) -> None:
+    import dataclasses
+
+    from board.factory import BoardError
+    from board.profile import LcdSpec
+
+    profile = load_profile("pi-reference")
+    broken = dataclasses.replace(profile, lcd=LcdSpec(type="serial", port="/nonexistent/ttyLCD"))
+    with pytest.raises(BoardError, match=r"pi-reference.toml: cannot open the LCD \(serial\)"):
+        build_board(broken, ManualClock(), factory)
+    # the keypad's pins were given back: the board can be built again on the same pins
+    lcd = HD44780(20, 4)
+    build_board(profile, ManualClock(), factory, i2c_bus=FakeSMBus(lcd)).close()
