@@ -13,6 +13,9 @@ single call, with no extra timer. The device nodes used are the clock leg's own 
 engine opened for that call and closes when it ends); when the clock leg leaves, the next leg's
 device nodes take over. When fewer than two calls remain the conference dissolves and every
 remaining session gets its own device back, so a two-party call is a plain call again.
+
+The ticks run on the media thread (firmware/runtime/media.py, MediaClock): every change the
+event loop makes here holds the media lock, so no tick ever sees the mixer half-changed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 
 from audio.graph import ResamplingSink, Sink, Source
 from audio.mixer import Mixer
+from firmware.runtime.media import CLOCK
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,10 @@ class ConferenceBridge:
         """Put a call into the conference (idempotent)."""
         if call_id == LOCAL:
             raise ValueError(f"{LOCAL!r} is the handset's leg name, not a call id")
+        with CLOCK.lock:
+            self._add(call_id, session)
+
+    def _add(self, call_id: str, session: Leg) -> None:
         if call_id in self._legs:
             return
         rate = int(session.codec.sample_rate)
@@ -127,13 +135,18 @@ class ConferenceBridge:
 
     def mute_local(self, muted: bool) -> None:
         """Keep the handset's microphone out of the mix (the others still hear each other)."""
-        self.local_muted = muted
-        if LOCAL in self.mixer.legs:
-            self.mixer.set_heard(LOCAL, not muted)
+        with CLOCK.lock:
+            self.local_muted = muted
+            if LOCAL in self.mixer.legs:
+                self.mixer.set_heard(LOCAL, not muted)
 
     def remove(self, call_id: str, *, restore: bool = True) -> None:
         """Take a call out; `restore=False` when its session is already gone (the call ended).
         Dissolves the conference when fewer than two calls are left."""
+        with CLOCK.lock:
+            self._remove(call_id, restore)
+
+    def _remove(self, call_id: str, restore: bool) -> None:
         session = self._legs.pop(call_id, None)
         if session is None:
             return
@@ -149,11 +162,12 @@ class ConferenceBridge:
 
     def dissolve(self) -> None:
         """End the conference: every remaining call gets its own device nodes back."""
-        for call_id in list(self._legs):
-            session = self._legs.pop(call_id)
-            session.set_audio(*self._saved.pop(call_id))
-            self.mixer.remove_leg(call_id)
-        self._use_device_of(None)
+        with CLOCK.lock:
+            for call_id in list(self._legs):
+                session = self._legs.pop(call_id)
+                session.set_audio(*self._saved.pop(call_id))
+                self.mixer.remove_leg(call_id)
+            self._use_device_of(None)
 
     def sync(self, sessions: Mapping[str, Any]) -> None:
         """Follow the media engine: calls whose session stopped (or was replaced) leave."""

@@ -1,10 +1,10 @@
-"""Per-call RTP media on asyncio: `MediaSession` (one call's stream) and `MediaEngine` (all calls).
+"""Per-call RTP media: `MediaSession` (one call's stream) and `MediaEngine` (all calls).
 
 The protocol work is sans-IO in audio/ (RTP numbering, RTCP, SRTP, jitter buffer, DTMF,
-codecs); this module only moves bytes and keeps time. One ticker per session wakes on
-absolute monotonic deadlines (`start + n * ptime`, never an accumulated `sleep(0.02)`, so
-the send rate cannot drift) - a timerfd where there is one (`Alarm`), else a loop timer and a
-fine sleep - and on every tick it
+codecs); this module only moves bytes and keeps time. Each session ticks on absolute
+monotonic deadlines (`start + n * ptime`, never an accumulated `sleep(0.02)`, so the send
+rate cannot drift), run by the process's media thread (`MediaClock`, off the event loop),
+and on every tick it
 
   1. sends one frame: capture source -> resample to the codec rate -> encode -> RtpSender
      -> SRTP protect -> sendto (or an RFC 4733 DTMF packet in the same SSRC/sequence space);
@@ -15,21 +15,22 @@ fine sleep - and on every tick it
   3. plays one frame: JitterBuffer.get(now) -> resample to the device rate -> playback sink;
   4. sends RTCP when the RtcpSession's randomised ~5 s timer is due.
 
-One event-loop wake-up per tick is what keeps a call's CPU cost down (bench/media_cpu.py).
-RTCP is read as it arrives (`loop.add_reader`). Hold is the negotiated direction: nothing is
-sent when not sending, received media is ignored when not receiving.
+One thread wake-up per tick and no event-loop iteration is what keeps a call's CPU cost
+and its send jitter down (bench/media_cpu.py, bench/rtp_timing.py). Control (start, update,
+DTMF, stats, stop) comes from the event loop under `MediaClock.lock`; RTCP is read there as it
+arrives (`loop.add_reader`). Hold is the negotiated direction: nothing is sent when not
+sending, received media is ignored when not receiving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import socket
 import struct
-import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -63,12 +64,7 @@ from firmware.sip.offer_answer import NegotiatedMedia
 
 log = logging.getLogger(__name__)
 
-# asyncio wakes up to ~1 ms late (epoll timeouts are whole milliseconds, rounded up), which
-# alone would put the RTP send jitter near 1 ms. Without a timerfd the ticker sleeps on the
-# loop until FINE_WAIT before the deadline and then blocks in a high-resolution nanosleep:
-# at most FINE_WAIT of loop time per frame, and no CPU burnt spinning. Only sessions that
-# send do this (a held call's ticker would only delay the active one's).
-FINE_WAIT = 0.0015
+RT_PRIORITY = 10  # SCHED_FIFO priority of the media thread where permitted (low: 1..99)
 MAX_CATCH_UP = 5  # frames: after a longer stall we skip media time instead of bursting
 DTMF_MS = 100  # duration of one digit (RFC 4733 2.5.1.2 suggests >= 40 ms; phones use ~100)
 DTMF_GAP_MS = 60  # audio between digits
@@ -83,69 +79,93 @@ _ANC_SPACE = socket.CMSG_SPACE(16)
 DtmfCallback = Callable[[str, str], None]  # (call_id, digit)
 
 
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+class MediaClock:
+    """The media thread: runs every started session's tick at its absolute deadline.
 
+    Why a thread and not the event loop: a tick on the loop costs a full loop iteration
+    (selector, timer heap, handle) on top of its own work, and anything else the loop runs -
+    SIP, the HTTP API, the garbage collector in their wake - delays the send. Here one
+    thread sleeps until the earliest due tick (`Lock.acquire(timeout)`: a futex wait on
+    CLOCK_MONOTONIC, i.e. microsecond-precise and no loop iteration) and runs every tick
+    that is due, so a call costs one thread wake-up per ptime (bench/media_cpu.py).
 
-class _Itimerspec(ctypes.Structure):
-    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+    Thread safety is one re-entrant lock, `lock`: the thread holds it while ticks run, and
+    everything the event loop does to a session or to what its ticks touch (the conference
+    mixer, swapped sources and sinks) takes it too - ticks never interleave with each other
+    or with a control step, exactly as when both ran on the loop. What a tick reports
+    (DTMF, the RTCP BYE) goes back to the event loop with `call_soon_threadsafe`.
 
-
-class Alarm:
-    """A Linux timerfd armed for an absolute CLOCK_MONOTONIC time: the ticker's wake-up.
-
-    The kernel's high-resolution timer makes the fd readable at the deadline itself, so the
-    event loop wakes once per tick, on time, where a loop timer (whole-millisecond epoll
-    timeouts) needs a second, blocking fine sleep to be precise. `create()` returns None
-    where there is no timerfd (not Linux, no libc): the ticker then uses loop timers.
+    The thread asks for real-time scheduling (SCHED_FIFO at `rt_priority`), falling back to a
+    raised nice level, and runs without either where that is not permitted: it is what keeps
+    the send interval steady on a loaded machine, never a requirement. The thread exits
+    when no session is left and is started again by the next one.
     """
 
-    CLOCK_MONOTONIC = 1
-    TFD_TIMER_ABSTIME = 1
-    TFD_FLAGS = os.O_NONBLOCK | os.O_CLOEXEC  # TFD_NONBLOCK | TFD_CLOEXEC (same values)
+    def __init__(self, rt_priority: int = RT_PRIORITY) -> None:
+        self.lock = threading.RLock()
+        self.rt_priority = rt_priority
+        self._sessions: list[MediaSession] = []
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Lock()  # released to cut the thread's sleep short
+        self._wake.acquire()
+        self.scheduling = "not started"  # what the thread got: "SCHED_FIFO 10", "nice -10", ...
 
-    def __init__(self, libc: Any) -> None:
-        self._settime = libc.timerfd_settime
-        self._settime.argtypes = [
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.POINTER(_Itimerspec),
-            ctypes.c_void_p,
-        ]
-        self.fd: int = libc.timerfd_create(self.CLOCK_MONOTONIC, self.TFD_FLAGS)
-        if self.fd < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_create failed")
-        self._spec = _Itimerspec()  # reused: it_interval stays 0 (one-shot)
-        self._ref = ctypes.byref(self._spec)
+    def add(self, session: MediaSession) -> None:
+        with self.lock:
+            if session not in self._sessions:
+                self._sessions.append(session)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="media", daemon=True)
+                self._thread.start()
+        self._poke()  # it may be asleep until a later deadline than this session's first
 
-    @classmethod
-    def create(cls) -> Alarm | None:
-        if not sys.platform.startswith("linux"):
-            return None
+    def remove(self, session: MediaSession) -> None:
+        with self.lock:
+            if session in self._sessions:
+                self._sessions.remove(session)
+
+    def _poke(self) -> None:
         try:
-            return cls(ctypes.CDLL(None, use_errno=True))
-        except (OSError, AttributeError) as e:
-            log.info("no timerfd (%s): the media ticker uses loop timers", e)
-            return None
-
-    def arm(self, when: float) -> None:
-        """Fire at `when`, seconds on CLOCK_MONOTONIC (at once if that has passed)."""
-        sec = int(when)
-        value = self._spec.it_value
-        value.tv_sec = sec
-        value.tv_nsec = min(int((when - sec) * 1e9), 999_999_999) or 1  # 0/0 would disarm
-        if self._settime(self.fd, self.TFD_TIMER_ABSTIME, self._ref, None) < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
-
-    def clear(self) -> None:
-        """Consume the expiry so the fd stops being readable."""
-        try:
-            os.read(self.fd, 8)
-        except BlockingIOError:  # woken for an expiry already consumed
+            self._wake.release()
+        except RuntimeError:  # already released, not yet consumed: one wake-up is enough
             pass
 
-    def close(self) -> None:
-        os.close(self.fd)
+    def _run(self) -> None:
+        self.scheduling = _raise_priority(self.rt_priority)
+        wake = self._wake
+        monotonic = time.monotonic
+        while True:
+            with self.lock:
+                if not self._sessions:
+                    self._thread = None
+                    return
+                now = monotonic()
+                for session in list(self._sessions):
+                    if session.due <= now:
+                        session.on_due()
+                next_due = min(s.due for s in self._sessions) if self._sessions else now
+            delay = next_due - monotonic()
+            if delay > 0:
+                wake.acquire(timeout=delay)
+
+
+def _raise_priority(priority: int) -> str:
+    """Real-time scheduling for the calling thread where permitted (see MediaClock)."""
+    if priority > 0 and hasattr(os, "sched_setscheduler"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))  # 0: this thread
+            return f"SCHED_FIFO {priority}"
+        except (OSError, AttributeError) as e:
+            log.info("media thread: no real-time scheduling (%s)", e)
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), -10)  # Linux: per thread
+        return "nice -10"
+    except (OSError, AttributeError) as e:
+        log.info("media thread: normal priority (%s)", e)
+    return "normal"
+
+
+CLOCK = MediaClock()  # one media thread per process: ticks of all calls, in deadline order
 
 
 class MediaSession:
@@ -205,15 +225,15 @@ class MediaSession:
         self._jb: JitterBuffer | None = None
         self._jb_pt: int | None = None
         self._jb_sink: ResamplingSink | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._alarm: Alarm | None = None
-        self._alarm_deadline = 0.0
+        self.clock = CLOCK
+        self.due = float("inf")  # when the media thread runs the next tick (monotonic s)
         self._last_drain = 0.0
         self._stopped: asyncio.Future[None] | None = None
         self._start_time = 0.0  # time base of the ticker: tick n is due at start + n * period
         self._period = 0.0
         self._n = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = threading.get_ident()  # the event loop's (set again by start())
         self._readers = False
         self.running = False
         self.remote_bye: str | None = None
@@ -278,7 +298,8 @@ class MediaSession:
             negotiated.send_codec.name,
             negotiated.direction,
         )
-        self._apply(negotiated)
+        with self.clock.lock:
+            self._apply(negotiated)
 
     # ----- conference hook (firmware/runtime/conference.py) ---------------------------------
 
@@ -286,29 +307,33 @@ class MediaSession:
         """Swap where this call's audio comes from and goes to, mid-call (a conference bridge
         puts its leg adapters here, and the device back when the call leaves); returns the
         previous (source, sink). Closing either stays the caller's business."""
-        old = (self._raw_source, self._raw_sink)
-        self._raw_source, self._raw_sink = source, sink
-        self._source = ResamplingSource(source, self.codec.sample_rate)
-        self._sink_frame = sink.rate * self.ptime // 1000
-        if self._jb_sink is not None:
-            self._jb_sink = ResamplingSink(sink, self._jb_sink.rate)
-        return old
+        with self.clock.lock:
+            old = (self._raw_source, self._raw_sink)
+            self._raw_source, self._raw_sink = source, sink
+            self._source = ResamplingSource(source, self.codec.sample_rate)
+            self._sink_frame = sink.rate * self.ptime // 1000
+            if self._jb_sink is not None:
+                self._jb_sink = ResamplingSink(sink, self._jb_sink.rate)
+            return old
 
     # ----- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Begin sending and receiving (call from the running event loop)."""
+        """Begin sending and receiving (call from the running event loop): the media thread
+        runs the first tick one ptime from now."""
         if self.running:
             return
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._loop_thread = threading.get_ident()
         self.sockets.claim()
+        now = time.monotonic()
         self._rtcp = RtcpSession(
             sender=self._sender,
             receiver=self._rx,
             cname=self._cname,
             ids=self.ids,
-            now=loop.time(),
+            now=now,
         )
         # RTP is drained by the ticker (_drain_rtp), RTCP (rare) is read as it comes
         try:
@@ -317,36 +342,33 @@ class MediaSession:
             log.debug("call %s: no receive timestamps: %s", self.call_id, e)
         loop.add_reader(self.sockets.rtcp.fileno(), self._on_readable, self.sockets.rtcp, True)
         self._readers = True
-        self.running = True
         self._stopped = loop.create_future()
-        self._alarm = Alarm.create()
-        if self._alarm is not None:
-            loop.add_reader(self._alarm.fd, self._on_alarm)
-        self._period = self.ptime / 1000.0
-        self._start_time = self._last_drain = loop.time()
-        self._n = 1
-        self._schedule()
+        with self.clock.lock:
+            self._period = self.ptime / 1000.0
+            self._start_time = self._last_drain = now
+            self._n = 1
+            self.due = now + self._period
+            self.running = True
+        self.clock.add(self)
 
     def stop(self, reason: str | None = None) -> None:
-        """Send the RTCP BYE, stop the ticker and let go of the sockets (idempotent)."""
-        if not self.running:
-            return
-        self.running = False
-        if self._rtcp is not None and self._loop is not None and self.negotiated.send_rtcp:
-            self._send_rtcp(self._rtcp.bye(self._loop.time(), reason))
-        for ev in self._dtmf_rx.flush():
+        """Send the RTCP BYE, stop the ticker and let go of the sockets (idempotent). Once this
+        returns no tick of this session runs any more."""
+        with self.clock.lock:
+            if not self.running:
+                return
+            self.running = False
+            self.clock.remove(self)
+            self.due = float("inf")
+            if self._rtcp is not None and self.negotiated.send_rtcp:
+                self._send_rtcp(self._rtcp.bye(time.monotonic(), reason))
+            flushed = self._dtmf_rx.flush()
+        for ev in flushed:
             self._report_dtmf(ev.digit)
         if self._readers and self._loop is not None:
-            with contextlib.suppress(ValueError, OSError):
+            with contextlib.suppress(ValueError, OSError, RuntimeError):
                 self._loop.remove_reader(self.sockets.rtcp.fileno())
             self._readers = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._alarm is not None and self._loop is not None:
-            self._loop.remove_reader(self._alarm.fd)
-            self._alarm.close()
-            self._alarm = None
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
         self.sockets.unclaim()
@@ -360,6 +382,10 @@ class MediaSession:
     def send_dtmf(self, digits: str, duration_ms: int = DTMF_MS, gap_ms: int = DTMF_GAP_MS) -> None:
         """Queue key presses: RFC 4733 events when the peer offered telephone-event, else
         in-band Q.23 tones in the audio. DtmfError for keys the peer did not offer."""
+        with self.clock.lock:
+            self._queue_dtmf(digits, duration_ms, gap_ms)
+
+    def _queue_dtmf(self, digits: str, duration_ms: int, gap_ms: int) -> None:
         gap = max(1, -(-gap_ms // self.ptime))
         if self.negotiated.telephone_event_pt is None:
             rate = self.codec.sample_rate
@@ -386,6 +412,17 @@ class MediaSession:
             return
         self.dtmf_received.append(digit)
         log.info("call %s: DTMF %s received", self.call_id, digit)
+        if self.on_dtmf is None:
+            return
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._loop_thread:
+            # a tick on the media thread: the listener runs on the event loop
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                loop.call_soon_threadsafe(self._dtmf_listener, digit)
+            return
+        self._dtmf_listener(digit)
+
+    def _dtmf_listener(self, digit: str) -> None:
         if self.on_dtmf is not None:
             try:
                 self.on_dtmf(self.call_id, digit)
@@ -394,55 +431,30 @@ class MediaSession:
 
     # ----- the ticker -----------------------------------------------------------------------
 
-    # One wake-up per tick, as a callback (a task awaiting asyncio.sleep() would cost two
-    # loop iterations and a Future per tick): a timerfd (Alarm) readable at the deadline,
-    # or where there is none a loop timer FINE_WAIT early plus a fine sleep.
-
-    def _schedule(self) -> None:
-        """Arm the wake-up for tick n, due at the absolute time start + n * period."""
-        assert self._loop is not None
-        deadline = self._start_time + self._n * self._period
-        if self._alarm is not None:
-            self._alarm_deadline = deadline
-            # loop time -> CLOCK_MONOTONIC (the same clock for asyncio's default loops)
-            self._alarm.arm(deadline + time.monotonic() - self._loop.time())
-            return
-        fine = FINE_WAIT if self.negotiated.sending else 0.0  # held calls need no precision
-        self._timer = self._loop.call_at(deadline - fine, self._on_timer, deadline)
-
-    def _on_alarm(self) -> None:
-        if self._alarm is not None:
-            self._alarm.clear()
-            self._on_timer(self._alarm_deadline)
-
-    def _on_timer(self, deadline: float) -> None:
+    def on_due(self) -> None:
+        """Run the tick due at `self.due` (the media thread, holding MediaClock.lock) and set
+        the next deadline: start + n * period, absolute, so the rate cannot drift."""
         if not self.running:
             return
-        assert self._loop is not None
+        deadline = self.due
+        now = time.monotonic()
+        self._lateness.append(now - deadline)
+        period = self._period
+        behind = int((now - deadline) / period)
+        if behind > MAX_CATCH_UP:
+            # A stall (CPU, GC): skip the lost media time rather than bursting it out.
+            self._sender.skip(self._frame_ts * behind)
+            self.counters["skipped_frames"] += behind
+            self._n += behind
         try:
-            rest = deadline - self._loop.time()
-            if rest > 0 and self._alarm is None and self.negotiated.sending:
-                time.sleep(min(rest, FINE_WAIT))  # see FINE_WAIT
-            now = self._loop.time()
-            self._lateness.append(now - deadline)
-            period = self._period
-            behind = int((now - deadline) / period)
-            if behind > MAX_CATCH_UP:
-                # A stall (CPU, GC): skip the lost media time rather than bursting it out.
-                self._sender.skip(self._frame_ts * behind)
-                self.counters["skipped_frames"] += behind
-                self._n += behind
-            try:
-                self._tick(now)
-            except Exception:
-                log.exception("call %s: media tick failed", self.call_id)
-            self._n += 1
-            if self.ptime / 1000.0 != period:  # re-INVITE changed ptime: new time base
-                self._period = self.ptime / 1000.0
-                self._start_time, self._n = deadline, 1
-        finally:
-            if self.running:
-                self._schedule()
+            self._tick(now)
+        except Exception:
+            log.exception("call %s: media tick failed", self.call_id)
+        self._n += 1
+        if self.ptime / 1000.0 != period:  # re-INVITE changed ptime: new time base
+            self._period = self.ptime / 1000.0
+            self._start_time, self._n = deadline, 1
+        self.due = self._start_time + self._n * self._period
 
     def _tick(self, now: float) -> None:
         n = self.negotiated
@@ -546,7 +558,11 @@ class MediaSession:
         return self._latch.remote
 
     def _on_readable(self, sock: socket.socket, is_rtcp: bool) -> None:
-        assert self._loop is not None
+        with self.clock.lock:
+            if self.running:
+                self._read_socket(sock, is_rtcp)
+
+    def _read_socket(self, sock: socket.socket, is_rtcp: bool) -> None:
         for _ in range(64):  # bounded, so one flood cannot starve the ticker
             try:
                 data, addr = sock.recvfrom(RECV_BUFFER)
@@ -555,7 +571,7 @@ class MediaSession:
             except OSError as e:
                 log.debug("call %s: recvfrom failed: %s", self.call_id, e)
                 return
-            now = self._loop.time()
+            now = time.monotonic()
             if is_rtcp:
                 self.receive_rtcp(data, now)
             else:
@@ -564,20 +580,20 @@ class MediaSession:
     def _drain_rtp(self) -> None:
         """Read the RTP that arrived since the last tick, before this tick's playout.
 
-        Reading once per tick instead of waking for every packet halves the event loop's
-        wake-ups; playout is unchanged because the jitter buffer is only read here anyway,
+        Reading once per tick instead of waking for every packet halves the wake-ups;
+        playout is unchanged because the jitter buffer is only read here anyway,
         and each packet keeps its kernel arrival time (clamped into the interval since the
         previous drain, so a step of the wall clock cannot throw it far). Without kernel
         timestamps (not Linux) a packet's arrival is the drain's time."""
-        assert self._loop is not None
+        monotonic = time.monotonic
         sock = self.sockets.rtp
         earliest = self._last_drain
         # An arrival moved earlier than it was would lower the jitter buffer's minimum
         # transit, i.e. add that much delay for the next 500 packets: so the upper clamp is
         # re-read when a packet came in during this drain (the first packet of a stream
         # builds its decoder and resampler, which takes a while).
-        latest = self._loop.time()
-        offset = time.time() - latest  # wall clock (the timestamps) -> loop clock
+        latest = monotonic()
+        offset = time.time() - latest  # wall clock (the timestamps) -> monotonic
         for _ in range(RECV_PER_TICK):
             try:
                 data, anc, _flags, addr = sock.recvmsg(RECV_BUFFER, _ANC_SPACE)
@@ -594,10 +610,10 @@ class MediaSession:
                     sec, nsec = layout.unpack(cdata)
                     arrival = sec + nsec * 1e-9 - offset
                     if arrival > latest:
-                        latest = self._loop.time()
+                        latest = monotonic()
                     arrival = min(latest, max(earliest, arrival))
             self.receive_rtp(data, arrival, addr)
-        self._last_drain = self._loop.time()  # what is still queued arrived after this
+        self._last_drain = monotonic()  # what is still queued arrived after this
 
     def receive_rtp(self, data: bytes, now: float, source: Any = None) -> None:
         """One RTP/SRTP datagram from the network (`source`: its address, for the latch)."""
@@ -662,6 +678,19 @@ class MediaSession:
 
     def stats(self) -> dict[str, Any]:
         """Per-call media statistics (the `media` object of a call in /api/status)."""
+        with self.clock.lock:
+            out = self._stats()
+            late = np.fromiter(self._lateness, float) * 1000.0 if self._lateness else None
+        if late is not None:  # the percentiles outside the lock: ticks need not wait for them
+            p50, p99 = np.percentile(late, [50, 99])
+            out["tick_late_ms"] = {
+                "p50": round(float(p50), 3),
+                "p99": round(float(p99), 3),
+                "max": round(float(late.max()), 3),
+            }
+        return out
+
+    def _stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "codec": self.negotiated.send_codec.name,
             "ptime": self.ptime,
@@ -683,14 +712,6 @@ class MediaSession:
         out.update(self.counters)
         if self._jb is not None:
             out["jitter_buffer"] = self._jb.stats()
-        if self._lateness:
-            late = np.fromiter(self._lateness, float) * 1000.0
-            p50, p99 = np.percentile(late, [50, 99])
-            out["tick_late_ms"] = {
-                "p50": round(float(p50), 3),
-                "p99": round(float(p99), 3),
-                "max": round(float(late.max()), 3),
-            }
         return out
 
 
