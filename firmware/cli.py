@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-out", help="directory for the WAV recordings")
     demo.add_argument("--log-level", default="WARNING", help="log level of the phones")
     demo.set_defaults(func=_cmd_demo)
+    from tools import sim as sim_tool  # curses + config only: cheap to import
+
+    sim = sub.add_parser("sim", help="the phone on the simulated board in this terminal (curses)")
+    sim_tool.add_arguments(sim)
+    sim.set_defaults(func=sim_tool.run)
     return parser
 
 
