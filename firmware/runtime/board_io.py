@@ -29,7 +29,7 @@ from board.factory import Board, build_board
 from board.keys import KeyInterpreter
 from board.leds import Cadence, LedDriver
 from board.ports import LED_MODES, LED_NAMES, Clock, KeyEdge, KeyEvent, LedMode
-from board.profile import load_profile
+from board.profile import AudioDevices, load_profile
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,11 @@ class BoardIO:
         for level in self.cadence.ring(on, self.clock.now()):
             self._ringer(level)
         self._rearm()
+
+    def audio_devices(self, path: str) -> AudioDevices | None:
+        """The profile's capture/playback devices for an audio path (handset, speaker,
+        headset), for the media engine when the UI switches paths; None if not configured."""
+        return self.board.profile.audio.get(path)
 
     def status(self) -> dict[str, Any]:
         """What the hardware shows: LCD text (icons as look-alikes), LED modes, ringer."""

@@ -163,3 +163,14 @@ def test_long_lines_scroll_on_the_board_clock() -> None:
     assert io.status()["lcd"][0] == name[2:22]
     io.show(["Bob", "Connected 00:02"])  # fits: no scrolling, no timer
     assert io.status()["lcd"][0] == "Bob".ljust(20) and io._next_deadline() is None
+
+
+def test_audio_devices_per_path_come_from_the_profile(factory: MockFactory) -> None:
+    io = open_board("pi-reference", lambda e: None, pin_factory=factory,
+                    i2c_bus=FakeSMBus(HD44780(20, 4)))
+    try:
+        speaker = io.audio_devices("speaker")
+        assert speaker is not None and speaker.playback == "bcm2835 Headphones"
+        assert open_board("sim", lambda e: None).audio_devices("handset") is None
+    finally:
+        io.board.close()
