@@ -85,6 +85,8 @@ def _firmware(fleet: Fleet, version: str | None) -> tuple[str, bytes, bytes]:
 
 
 def flash(args: argparse.Namespace, target: Target) -> str:
+    if not args.url.startswith("https://"):
+        raise FleetError(f"--url {args.url!r} must be an https:// URL")
     fleet = Fleet(args.fleet)
     did = normalise_mac(args.mac) if args.mac else args.device_id
     try:
@@ -94,8 +96,6 @@ def flash(args: argparse.Namespace, target: Target) -> str:
             mac=args.mac, device_id=args.device_id, name=args.name, model=args.model
         )
         rec = fleet.device(did)
-    if not args.url.startswith("https://"):
-        raise FleetError(f"--url {args.url!r} must be an https:// URL")
     firmware = None if args.no_firmware else _firmware(fleet, args.firmware_version)
     boot = make_identity(
         fleet,

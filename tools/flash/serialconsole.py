@@ -71,7 +71,8 @@ class SerialConsole:
                 raise FlashError(
                     f"{self.port}: timed out waiting for {pattern.decode()!r} (last: {tail!r})"
                 )
-            self._buf += self.ser.read(4096)
+            # Returns as soon as anything arrived (or after the 0.1 s port timeout).
+            self._buf += self.ser.read(max(1, self.ser.in_waiting))
 
     def login(self) -> None:
         """Get to a shell: answer the login prompts if there are any."""
