@@ -123,6 +123,8 @@ class BoardIO:
 
     def feed(self, edge: KeyEdge) -> None:
         """One raw edge (on the loop)."""
+        if self._closed:
+            return
         try:
             events = self.keys.feed(edge)
         except ValueError:
