@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 NONCE_TTL = 30.0  # seconds a nonce we issued may be answered
 NONCE_USES = 4  # answers (distinct increasing nc values) per nonce
 _MAX_NONCES = 256  # outstanding nonces remembered (oldest dropped first)
+DEFAULT_ALGORITHMS = ("SHA-256", "MD5")
+ALGORITHMS = ("SHA-256", "SHA-512-256", "MD5")  # what the phone can check
 
 
 class NotAuthorised(Exception):
@@ -68,9 +70,16 @@ class DigestServer:
     users: Mapping[str, str] = field(default_factory=dict)  # username -> password
     realm: str = "deskphone"
     allow_md5: bool = True
+    # Offered in this order, most preferred first (RFC 8760 section 2.4); some peers (sipp 3.6)
+    # answer only the first challenge and only MD5, hence configurable.
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
 
     def __post_init__(self) -> None:
         self._nonces: dict[str, _Nonce] = {}
+        self._algorithms = [a for a in self.algorithms if self.allow_md5 or a != "MD5"]
+        if not self._algorithms:  # only MD5 configured, MD5 forbidden: stricter wins
+            log.warning("MD5 is not allowed: challenging with SHA-256 instead")
+            self._algorithms = ["SHA-256"]
 
     def challenge(self, now: float, *, stale: bool = False) -> list[tuple[str, str]]:
         """WWW-Authenticate headers with a fresh nonce: SHA-256 first, MD5 if allowed (RFC 8760)."""
@@ -78,13 +87,12 @@ class DigestServer:
         nonce = self.ids.token(16)
         self._nonces[nonce] = _Nonce(now)
         flag = ", stale=true" if stale else ""
-        algorithms = ["SHA-256", *(["MD5"] if self.allow_md5 else [])]
         return [
             (
                 "WWW-Authenticate",
                 f'Digest realm="{self.realm}", nonce="{nonce}", qop="auth", algorithm={alg}{flag}',
             )
-            for alg in algorithms
+            for alg in self._algorithms
         ]
 
     def _prune(self, now: float) -> None:
@@ -113,7 +121,7 @@ class DigestServer:
         if nonce is None:  # never ours, or forgotten long ago
             raise NotAuthorised(401, "Unauthorized (unknown nonce)", self.challenge(now))
         algorithm = params.get("algorithm", "MD5").upper()
-        if algorithm not in HASHES or (algorithm == "MD5" and not self.allow_md5):
+        if algorithm not in HASHES or algorithm not in self._algorithms:
             raise NotAuthorised(401, f"Unauthorized (algorithm {algorithm})", self.challenge(now))
         if params.get("qop", "").lower() != "auth" or not params.get("cnonce"):
             raise NotAuthorised(
@@ -168,9 +176,12 @@ class Authoriser:
     users: Mapping[str, str] = field(default_factory=dict)
     realm: str = "deskphone"
     allow_md5: bool = True
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
 
     def __post_init__(self) -> None:
-        self.digest = DigestServer(self.ids, self.users, self.realm, self.allow_md5)
+        self.digest = DigestServer(
+            self.ids, self.users, self.realm, self.allow_md5, self.algorithms
+        )
         self._allowed: list[URI] = []
         for entry in self.allow_from:
             try:

@@ -136,6 +136,7 @@ class TransferConfig:
     auth_users: dict[str, str] = field(default_factory=dict, repr=False)
     norefersub: bool = True  # REFER with Refer-Sub: false to a GRUU peer that supports it
     notify_timeout: float = 32.0  # transferor gives up waiting for the final NOTIFY (seconds)
+    auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # our Digest challenges, preferred first
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,11 @@ def _parse_transfer(top: _Section, file: str) -> TransferConfig:
     for user, password in users.items():
         if not isinstance(password, str) or not password:
             raise tr.error(f"auth_users.{user}", "must be a non-empty password string")
+    algorithms = tr.get("auth_algorithms", list, ["SHA-256", "MD5"])
+    if not algorithms or any(a not in ("SHA-256", "SHA-512-256", "MD5") for a in algorithms):
+        raise tr.error(
+            "auth_algorithms", 'must list "SHA-256", "SHA-512-256" and/or "MD5" (preferred first)'
+        )
     timeout = tr.get("notify_timeout", float, 32.0)
     if not 1.0 <= timeout <= 600.0:
         raise tr.error("notify_timeout", "must be between 1 and 600 seconds")
@@ -306,6 +312,7 @@ def _parse_transfer(top: _Section, file: str) -> TransferConfig:
         auth_users=dict(users),
         norefersub=tr.get("norefersub", bool, True),
         notify_timeout=timeout,
+        auth_algorithms=tuple(algorithms),
     )
     tr.finish()
     return cfg

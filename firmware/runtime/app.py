@@ -106,7 +106,11 @@ class Phone:
         tr = config.transfer
         # Who may transfer/replace/join from outside a call: listed and proven by our Digest.
         self.authoriser = Authoriser(
-            self.ids, tr.allow_from, tr.auth_users, allow_md5=config.sip.allow_md5
+            self.ids,
+            tr.allow_from,
+            tr.auth_users,
+            allow_md5=config.sip.allow_md5,
+            algorithms=tr.auth_algorithms,
         )
         self.transfers = TransferService(
             self.calls,

@@ -60,6 +60,27 @@ def test_challenge_offers_sha256_then_md5_with_qop_and_a_fresh_nonce() -> None:
     assert len(_challenged(no_md5, _request(), 0.0).headers.get_raw("WWW-Authenticate")) == 1
     again = _challenged(server, _request(), 0.0).headers.get_raw("WWW-Authenticate")[0]
     assert again != values[0]  # every challenge has its own nonce
+    # Configurable order (a peer that only answers the first challenge, with MD5: sipp 3.6).
+    md5_only = DigestServer(SeededIds("s"), USERS, algorithms=("MD5",))
+    [value] = _challenged(md5_only, _request(), 0.0).headers.get_raw("WWW-Authenticate")
+    assert value.endswith("algorithm=MD5")
+    # MD5 forbidden by [sip] allow_md5 = false wins over a configured MD5-only list.
+    strict = DigestServer(SeededIds("s"), USERS, allow_md5=False, algorithms=("MD5",))
+    [value] = _challenged(strict, _request(), 0.0).headers.get_raw("WWW-Authenticate")
+    assert value.endswith("algorithm=SHA-256")
+
+
+def test_an_answer_with_an_algorithm_not_offered_is_refused() -> None:
+    server = DigestServer(SeededIds("s"), USERS, algorithms=("SHA-256",))
+    client = DigestClient(DigestCredentials("x", USERS["x"]), SeededIds("c"))
+    md5_server = DigestServer(SeededIds("s"), USERS, algorithms=("MD5",))
+    challenge = _challenged(md5_server, _request(1), 0.0)
+    # The client answers MD5 (all it was offered) to a server that only takes SHA-256.
+    server._nonces.update(md5_server._nonces)  # same nonce known to both (test shortcut)
+    request = _request(2)
+    assert client.authorize(request, challenge)
+    refused = _challenged(server, request, 0.0)
+    assert refused.status == 401 and "algorithm MD5" in refused.reason
 
 
 def test_answer_verifies_once_and_a_reused_nonce_count_is_refused_stale() -> None:

@@ -39,6 +39,9 @@ def test_transfer_config_defaults_and_values() -> None:
     assert cfg.allow_refer is False and cfg.allow == ("0044*",) and cfg.deny == ("00*", "+*")
     assert (default.allow_from, default.auth_users) == ((), {})
     assert (default.norefersub, default.notify_timeout) == (True, 32.0)
+    assert default.auth_algorithms == ("SHA-256", "MD5")
+    md5 = parse_config({**BASE, "transfer": {"auth_algorithms": ["MD5"]}}).transfer
+    assert md5.auth_algorithms == ("MD5",)
     auth = parse_config(
         {
             **BASE,
@@ -68,6 +71,8 @@ def test_transfer_config_defaults_and_values() -> None:
         ({"auth_users": {"1001": ""}}, "transfer.auth_users.1001", "password"),
         ({"notify_timeout": 0}, "transfer.notify_timeout", "between 1 and 600"),
         ({"norefersub": "no"}, "transfer.norefersub", "true or false"),
+        ({"auth_algorithms": ["SHA-1"]}, "transfer.auth_algorithms", "SHA-256"),
+        ({"auth_algorithms": []}, "transfer.auth_algorithms", "SHA-256"),
     ],
 )
 def test_transfer_config_mistakes_name_the_key(

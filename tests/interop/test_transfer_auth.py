@@ -1,0 +1,205 @@
+"""Transfer/Join authorisation against real peers (FEATURES 1.3-1.5; THREATS T1, T2, T12, T23).
+
+Kamailio users 1141-1160. The phone (1141 or 1144) lists a controller/supervisor identity in
+``[transfer] allow_from`` with a Digest password in ``auth_users``; sipp plays that identity,
+straight to the phone's SIP port (an out-of-dialog request needs no proxy):
+
+* refer_ood_auth.xml: an out-of-dialog REFER (no call) is challenged by the phone's own 401;
+  answered with the password it is accepted (200, Refer-Sub: false) and the phone calls the
+  Refer-To target, a real baresip through Kamailio. The captured authorised REFER replayed with
+  a fresh Call-ID and branch gets 401 stale=true and nothing is dialled (T2).
+* join_auth.xml: the phone talks to a baresip; sipp joins that call with INVITE + Join
+  (RFC 3911), is challenged, then answered 200 without any 180, and the phone mixes the three
+  (status "conference"); an unlisted identity is refused 403 without a challenge (T12).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tests.interop.baresip import Baresip
+from tests.interop.kamailio import Kamailio
+from tests.interop.phone import PhoneProcess
+from tests.interop.sipp import SippResult
+from tests.interop.sniff import Sniffer
+from tests.interop.test_calls_baresip import alsa_files, connected
+
+CONTROLLER = "1143"
+SUPERVISOR = "1146"
+
+
+def _phone(
+    phones: Callable[..., PhoneProcess], kam: Kamailio, user: str, tmp_path: Path
+) -> PhoneProcess:
+    """A registered phone that lets CONTROLLER and SUPERVISOR act from outside its calls."""
+    files = alsa_files(tmp_path / f"alsa-{user}")
+    account = {
+        "id": "line1",
+        "user": user,
+        "password": kam.users[user],
+        "domain": kam.domain,
+        "registrar": kam.uri("udp"),
+        "expires": 300,
+    }
+    transfer = {
+        "allow_from": [f"sip:{CONTROLLER}@{kam.domain}", f"sip:{SUPERVISOR}@{kam.domain}"],
+        "auth_users": {CONTROLLER: kam.users[CONTROLLER], SUPERVISOR: kam.users[SUPERVISOR]},
+        # sipp 3.6 answers only the first challenge, and only with MD5 ("createAuthHeader:
+        # authentication must use MD5"), so this phone offers MD5 alone.
+        "auth_algorithms": ["MD5"],
+    }
+    phone = phones(
+        [account], env=files.env, audio={"codecs": ["PCMU"]}, sections={"transfer": transfer}
+    )
+    phone.wait_state("registered", 15)
+    return phone
+
+
+def _send_udp(message: bytes, port: int) -> bytes:
+    """Send one datagram to the phone and return its first final answer (bounded wait)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5)
+        local = sock.getsockname()[1]
+        message = re.sub(
+            rb"Via: [^\r\n]+",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKreplay1;rport".encode(),
+            message,
+            count=1,
+        )
+        sock.sendto(message, ("127.0.0.1", port))
+        while True:
+            data = sock.recv(65535)
+            if not data.startswith(b"SIP/2.0 1"):
+                return data
+
+
+def test_ood_refer_from_a_listed_controller_is_challenged_then_dials_and_a_replay_is_refused(
+    kamailio: Kamailio,
+    phones: Callable[..., PhoneProcess],
+    make_baresip: Any,
+    sipp: Callable[..., SippResult],
+    tmp_path: Path,
+) -> None:
+    target: Baresip = make_baresip("1142", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
+    phone = _phone(phones, kamailio, "1141", tmp_path)
+    result = sipp(
+        "refer_ood_auth.xml",
+        ("127.0.0.1", phone.sip_port),
+        keys={"user": CONTROLLER, "domain": kamailio.domain, "target": kamailio.aor("1142")},
+        auth_user=CONTROLLER,
+        auth_password=kamailio.users[CONTROLLER],
+    )
+    assert result.ok, result.explain()
+    received = [m for m in result.messages if m.direction == "received"]
+    challenge = next(m for m in received if m.first_line.startswith("SIP/2.0 401"))
+    # The phone's challenge (RFC 7616 as UAS): the configured algorithm, always qop.
+    assert re.search(r"WWW-Authenticate: Digest [^\r\n]*algorithm=MD5", challenge.text)
+    assert 'qop="auth"' in challenge.text
+    ok = next(m for m in received if m.first_line.startswith("SIP/2.0 200"))
+    assert re.search(r"^Refer-Sub: false\r?$", ok.text, re.M), ok.text
+    # The phone calls the target the controller named; the real baresip answers.
+    target.wait_event("CALL_ESTABLISHED", 15)
+    call = phone.wait_call(
+        lambda c: c["direction"] == "outgoing" and c["state"] == "connected", 10, "the call"
+    )
+    assert "1142" in call["remote"]
+    assert call["referred_by_controller"] == f"sip:{CONTROLLER}@{kamailio.domain}"
+    # T2: the captured authorised REFER, replayed as a new request (fresh Call-ID and branch).
+    authorised = next(
+        m for m in result.messages if m.direction == "sent" and "Authorization:" in m.text
+    )
+    replay = re.sub(r"Call-ID: [^\r\n]+", "Call-ID: replayed-refer-1", authorised.text)
+    answer = _send_udp(
+        replay.replace("\n", "\r\n").replace("\r\r\n", "\r\n").encode(), phone.sip_port
+    )
+    assert answer.startswith(b"SIP/2.0 401"), answer
+    assert b"stale=true" in answer
+    time.sleep(0.5)  # bounded window in which a wrongly accepted replay would dial out
+    assert len(phone.status()["calls"]) == 1
+    phone.call_action(call["id"], "hangup")
+    target.wait_event("CALL_CLOSED", 10)
+
+
+def _dialog_of(sent: list[bytes]) -> tuple[str, str, str]:
+    """(Call-ID, our tag, the peer's tag) of the phone's call, from the ACK of its 2xx: the
+    last ACK it sent (an earlier one acknowledged Kamailio's 407, with the proxy's tag)."""
+    ack = [p for p in sent if p.startswith(b"ACK ")][-1]
+    text = ack.decode()
+    call_id = re.search(r"^Call-ID: *(\S+)", text, re.M | re.I)
+    ours = re.search(r"^From:.*;tag=([^;>\s]+)", text, re.M | re.I)
+    theirs = re.search(r"^To:.*;tag=([^;>\s]+)", text, re.M | re.I)
+    assert call_id and ours and theirs, text
+    return call_id.group(1), ours.group(1), theirs.group(1)
+
+
+def test_join_from_a_listed_supervisor_is_challenged_then_mixed_without_ringing(
+    kamailio: Kamailio,
+    phones: Callable[..., PhoneProcess],
+    make_baresip: Any,
+    sipp: Callable[..., SippResult],
+    sniffer: Callable[[int], Sniffer],
+    tmp_path: Path,
+) -> None:
+    far: Baresip = make_baresip("1145", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
+    phone = _phone(phones, kamailio, "1144", tmp_path)
+    sent = sniffer(phone.sip_port)
+    call = phone.dial("1145")
+    phone.wait_call(connected(call["id"]), 10, "connected to baresip")
+    far.wait_event("CALL_ESTABLISHED", 10)
+    deadline = time.monotonic() + 5
+    while b"ACK sip:1145-" not in b"".join(sent.payloads) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the capture thread lags the wire slightly
+    call_id, ours, theirs = _dialog_of(list(sent.payloads))
+    join = f"{call_id};to-tag={ours};from-tag={theirs}"
+
+    # An unlisted identity: 403 straight away, no challenge, nothing joined (T12).
+    stranger = sipp(
+        "join_auth.xml",
+        ("127.0.0.1", phone.sip_port),
+        keys={"user": "1147", "domain": kamailio.domain, "join": join},
+        auth_user="1147",
+        auth_password=kamailio.users["1147"],
+        timeout=5,
+    )
+    assert not stranger.ok
+    assert [s for s in stranger.received_statuses if s >= 200] == [403]
+
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(
+            sipp,
+            "join_auth.xml",
+            ("127.0.0.1", phone.sip_port),
+            keys={"user": SUPERVISOR, "domain": kamailio.domain, "join": join},
+            auth_user=SUPERVISOR,
+            auth_password=kamailio.users[SUPERVISOR],
+            timeout=20,
+        )
+        joined = phone.wait_call(
+            lambda c: c.get("joins_call") == call["id"] and c["state"] == "connected",
+            10,
+            "the supervisor's call",
+        )
+        status = phone.wait_for(
+            lambda s: sorted(s.get("conference") or []) == sorted([call["id"], joined["id"]]),
+            5,
+            "the three to be mixed",
+        )
+        assert phone.call(call["id"])["joined_by"] == joined["id"]
+        assert status["calls"][0]["state"] == "connected"
+        result = run.result(timeout=30)
+    assert result.ok, result.explain()  # a 180 would have failed the scenario
+    statuses = result.received_statuses
+    assert 180 not in statuses and 183 not in statuses, statuses
+    assert [s for s in statuses if s >= 200][:2] == [401, 200], statuses
+    # The supervisor left: the phone and baresip still talk.
+    phone.wait_call(lambda c: c["id"] == joined["id"] and c["state"] == "ended", 10, "BYE")
+    assert phone.call(call["id"])["state"] == "connected"
+    phone.call_action(call["id"], "hangup")
+    far.wait_event("CALL_CLOSED", 10)
