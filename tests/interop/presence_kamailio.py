@@ -9,7 +9,9 @@ same digest rules) plus Debian's kamailio-presence-modules, all memory-only:
 * ``presence`` + ``presence_dialoginfo`` answer SUBSCRIBE ``Event: dialog`` (after the same
   proxy digest challenge as any request from our users, T10) and send the NOTIFYs - from the
   proxy's own UDP socket, i.e. on the phone's registrar flow;
-* in-dialog SUBSCRIBE refreshes addressed to the presence server are handled, not relayed.
+* in-dialog SUBSCRIBE refreshes addressed to the presence server are handled, not relayed;
+* ``presence_mwi`` answers SUBSCRIBE ``Event: message-summary`` (RFC 3842) with what a
+  voicemail system on 127.0.0.1 PUBLISHes.
 
 A separate instance (fixture in the BLF test module) so the shared ``kamailio`` keeps its
 exact behaviour for every other test. Known quirks of pua_dialoginfo (DESIGN.md): it writes
@@ -33,6 +35,7 @@ loadmodule "db_text.so"
 loadmodule "dialog.so"
 loadmodule "presence.so"
 loadmodule "presence_dialoginfo.so"
+loadmodule "presence_mwi.so"
 loadmodule "pua.so"
 loadmodule "pua_dialoginfo.so"
 """
@@ -55,8 +58,9 @@ modparam("pua_dialoginfo", "caller_confirmed", 1)
 PRESENCE_ROUTE = """
 route[PRESENCE] {
 	if (is_method("PUBLISH")) {
-		# Only our own pua publishes dialog state; nobody else may fake a BLF lamp.
-		if ($si != "127.0.0.1" || $sp != @@UDP_PORT@@) {
+		# Only our own pua publishes dialog state; nobody else may fake a BLF lamp. The lab's
+		# voicemail system (a sipp on this host) may publish message-summary (MWI).
+		if ($si != "127.0.0.1" || ($sp != @@UDP_PORT@@ && $hdr(Event) != "message-summary")) {
 			sl_send_reply("403", "PUBLISH only from the presence agent");
 			exit;
 		}

@@ -6,7 +6,8 @@ real baresip). Deskphone B (1063) calls 1062; A's status must show 1062 go idle 
 talking -> idle as baresip answers and B hangs up, with the LED modes of each state; then B
 calls again and A presses the BLF key while it rings: A's INVITE with Replaces;early-only goes
 to B, B answers A without ringing and CANCELs the call to baresip (directed pickup, RFC 5359
-2.16). Users 1061-1080 are this area's.
+2.16). The same presence server also proves park (REFER to the orbit, the park key turns
+``parked``) and the MWI subscription (RFC 3842) end to end. Users 1061-1080 are this area's.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tests.interop.baresip import Baresip
 from tests.interop.certs import TestPKI
 from tests.interop.phone import PhoneProcess
 from tests.interop.presence_kamailio import PresenceKamailio
+from tests.interop.sipp import SippResult
 from tests.interop.sniff import Sniffer
 from tests.interop.test_calls_baresip import alsa_files
 
@@ -171,3 +173,23 @@ def test_park_by_refer_shows_the_orbit_parked_and_the_key_retrieves(
     assert code == 200 and pressed["action"] == "retrieve", pressed
     assert phone.call(pressed["call"])["remote"] == kam.aor("1075")
     phone.call_action(pressed["call"], "hangup")
+
+
+def test_mwi_subscription_to_a_real_presence_server(
+    kamailio_presence: PresenceKamailio,
+    phones: Callable[..., PhoneProcess],
+    sipp: Callable[..., SippResult],
+) -> None:
+    """The phone SUBSCRIBEs to message-summary for its own AOR (RFC 3842); when the voicemail
+    system PUBLISHes 2 new / 4 old messages, the NOTIFY on that subscription lights MWI."""
+    kam = kamailio_presence
+    phone = phones([account(kam, "1078")], sections={"mwi": {"expires": 120}})
+    phone.wait_state("registered", 15)
+    status = phone.wait_for(
+        lambda s: (s["mwi"]["subscription"] or {}).get("state") == "active", 15, "MWI subscribed"
+    )
+    assert status["mwi"]["waiting"] is False
+    published = sipp("mwi_publish.xml", kam.udp_addr, keys={"to": "1078", "new": "2", "old": "4"})
+    assert published.ok, published.explain()
+    status = phone.wait_for(lambda s: s["mwi"]["new"] == 2, 10, "MWI count from the NOTIFY")
+    assert status["mwi"]["waiting"] is True and status["mwi"]["old"] == 4
