@@ -100,6 +100,20 @@ def plain(text: str) -> str:
     return "".join(ICON_PLAIN[_ICON_BY_CHAR[c]] if c in _ICON_BY_CHAR else c for c in text)
 
 
+def untrusted(text: str) -> str:
+    """Text from the network (caller names, URIs) made safe for the LCD.
+
+    Icon characters and other private-use or control characters become "?", so a caller
+    cannot put a fake lock (SRTP) or hold glyph on the screen, and nothing in it can act as a
+    display command. The UI passes every remote-supplied string through this.
+    """
+    out = []
+    for c in text:
+        category = unicodedata.category(c)
+        out.append("?" if c in _ICON_BY_CHAR or category in ("Co", "Cc", "Cf", "Cs") else c)
+    return "".join(out)
+
+
 def fit(lines: list[str], cols: int, rows: int) -> list[str]:
     """Exactly `rows` lines of exactly `cols` displayable characters (cut or space-padded)."""
     out = [displayable(line.replace("\n", " ").replace("\r", " "))[:cols].ljust(cols)

@@ -146,3 +146,13 @@ def test_serial_lcd_byte_stream_over_a_pty(
 def test_unknown_serial_protocol_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown serial LCD protocol 'hitachi'"):
         SerialLCD("hitachi", port=object())  # type: ignore[arg-type]
+
+
+def test_untrusted_text_cannot_forge_icons_or_commands() -> None:
+    from board.charset import untrusted
+
+    forged = f"{LOCK} Bank\x00\x1b[2J\u202e\ue123 Ltd"
+    safe = untrusted(forged)
+    assert safe == "? Bank??[2J?? Ltd"
+    assert LOCK not in safe and all(b >= 0x20 for b in encode_a00(safe))
+    assert untrusted("Müller, Anna") == "Müller, Anna"
