@@ -34,15 +34,19 @@ ACCOUNT_WAIT = 0.2  # seconds between checks for an account's first Contact (TCP
 def peer_is(peer: Hashable, dest: Hashable) -> bool:
     """Is the network peer ``peer`` (a Flow a request came on) the address ``dest``?
 
-    UDP: the datagram came from that address and port. TCP/TLS: the request came over our own
-    connection to it (a connection the peer opened to us has another source port).
+    UDP: the datagram came from that address and port. TCP/TLS: a connection with that host
+    (ours to it, or one it opened to our listener from an ephemeral port: proxies such as
+    Kamailio send in-dialog NOTIFYs to our Contact on a new connection); a TCP peer cannot
+    fake its address without completing the handshake.
     """
     if not isinstance(dest, Address):
         return peer == dest
     remote = peer.remote if isinstance(peer, Flow) else peer
-    if not isinstance(remote, Address):
+    if not isinstance(remote, Address) or remote.transport != dest.transport:
         return False
-    return (remote.transport, remote.host, remote.port) == (dest.transport, dest.host, dest.port)
+    if remote.transport in ("tcp", "tls"):
+        return remote.host == dest.host
+    return (remote.host, remote.port) == (dest.host, dest.port)
 
 
 class DeskFeatures:

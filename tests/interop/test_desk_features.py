@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.interop.baresip import Baresip
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess
@@ -36,6 +38,7 @@ def desk_phone(
     user: str,
     tmp_path: Path,
     sections: dict[str, Any] | None = None,
+    transport: str = "udp",
 ) -> PhoneProcess:
     files = alsa_files(tmp_path / f"alsa-{user}")
     account = {
@@ -43,7 +46,7 @@ def desk_phone(
         "user": user,
         "password": kam.users[user],
         "domain": kam.domain,
-        "registrar": kam.uri("udp"),
+        "registrar": kam.uri(transport),
         "expires": 300,
     }
     phone = phones(
@@ -77,13 +80,15 @@ def redirect_contact(result: SippResult) -> str:
     return msg.header("Contact") or ""
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_mwi_from_the_registrar_counts_a_strangers_is_refused(
     kamailio: Kamailio,
     phones: Callable[..., PhoneProcess],
     sipp: Callable[..., SippResult],
     tmp_path: Path,
+    transport: str,
 ) -> None:
-    phone = desk_phone(phones, kamailio, "1064", tmp_path)
+    phone = desk_phone(phones, kamailio, "1064", tmp_path, transport=transport)
     assert phone.status()["mwi"]["waiting"] is False
     relayed = sipp("mwi_notify.xml", kamailio.udp_addr, keys={"to": "1064", "new": "3", "old": "5"})
     assert relayed.received_statuses[-1] == 200, relayed.explain()
