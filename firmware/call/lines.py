@@ -35,6 +35,8 @@ class LineAppearances:
     def __init__(self, calls: CallManager) -> None:
         self.calls = calls
         self.conference: set[str] = set()  # ids mixed together locally: they talk as one line
+        self._intended: str | None = None  # the call the user last chose to talk on
+        self._enforcing = False
         calls.features.append(self)
         calls.lines = self
 
@@ -86,6 +88,7 @@ class LineAppearances:
                 raise LineBusy(f"call {other.id} cannot be put on hold now")
             log.info("call %s held to free the handset", other.id)
             held.append(other.id)
+        self._intended = call.id if call is not None else None
         return held
 
     def swap(self, call_id: str, now: float) -> str:
@@ -143,7 +146,25 @@ class LineAppearances:
             c.extras["waiting"] = c.id in waiting
             c.extras["active"] = c.id in active
         bad = self.violations()
-        if bad:  # cannot happen through the manager's intents; loud if a feature bypasses them
+        if bad and call.id in bad and not self._enforcing:
+            self._enforce(call, now)
+
+    def _enforce(self, call: Call, now: float) -> None:
+        """``call`` started talking next to another one without an intent for it (an outgoing
+        call answered after the user resumed another one, a peer resuming us): the call the
+        user chose last keeps talking, ``call`` is held at once (muted locally right away)."""
+        self._enforcing = True
+        try:
+            if call.id == self._intended:
+                self.make_room(call, now)
+            elif self.calls.hold(call.id, now):
+                log.info("call %s held: call %s is the one talking", call.id, self._intended)
+        except LineBusy as e:
+            log.error("line appearances: %s", e)
+        finally:
+            self._enforcing = False
+        bad = self.violations()
+        if bad:  # e.g. a re-INVITE still pending: no hold possible yet; loud, never silent
             log.error("line appearances: calls %s all talk at once", ", ".join(bad))
 
     def status(self) -> dict[str, Any]:

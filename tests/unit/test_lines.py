@@ -8,6 +8,8 @@ checks the invariant: at most one of A's calls is sendrecv.
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from firmware.call.lines import LineAppearances, LineBusy
 from firmware.call.replaces import ReplacesService
@@ -274,3 +276,54 @@ def test_leaving_a_three_way_conference_transfers_the_two_others_to_each_other()
     assert len(b_live) == len(c_live) == 1
     assert b_live[0].state == c_live[0].state == "connected"
     assert b_live[0].remote.startswith("sip:c@") and c_live[0].remote == "sip:b@192.0.2.2"
+
+
+ACTIONS = ("call_in", "answer", "resume", "swap", "hold", "dial", "hangup", "far_hangup")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 3)), max_size=20))
+# found by this test: dial C (B held), resume B, then C answers -> C is held at once
+@example([("call_in", 0), ("answer", 0), ("dial", 1), ("resume", 0), ("far_hangup", 1)])
+def test_no_sequence_of_intents_makes_two_calls_talk(steps: list[tuple[str, int]]) -> None:
+    """Whatever the user and the far ends do, at most one of A's calls is ever sendrecv.
+
+    B and C call in or are dialled, answer, hang up; A answers, resumes, swaps, holds, dials
+    and hangs up in any order (intents that do not fit the state are refused or no-ops)."""
+    phones = [make_phone(n) for n in ("a", "b", "c", "x")]
+    net = WireNet(*phones)
+    a = phones[0]
+    LineAppearances(a.calls)
+    for action, pick in steps:
+        live = [c for c in a.calls.calls.values() if c.state != "ended"]
+        call = live[pick % len(live)] if live else None
+        far = phones[1 + pick % 3]
+        try:
+            if action == "call_in":
+                far.calls.dial(f"sip:a@{HOSTS['a']}", "line1", net.now)
+            elif action == "dial":
+                a.calls.dial(f"sip:{far.name}@{HOSTS[far.name]}", "line1", net.now)
+            elif call is None:
+                continue
+            elif action == "answer" and call.state == "ringing":
+                a.calls.answer(call.id, net.now)
+            elif action == "resume":
+                a.calls.resume(call.id, net.now)
+            elif action == "swap":
+                lines(net).swap(call.id, net.now)
+            elif action == "hold":
+                a.calls.hold(call.id, net.now)
+            elif action == "hangup":
+                a.calls.hangup(call.id, net.now)
+            elif action == "far_hangup":
+                for fc in far.calls.active_calls():
+                    if fc.state == "ringing":
+                        far.calls.answer(fc.id, net.now)
+                    else:
+                        far.calls.hangup(fc.id, net.now)
+        except (LineBusy, RuntimeError):
+            pass  # refused: nothing may have changed in a way that breaks the rule
+        net.pump()
+        check_invariant(net)
+        net.advance(0.5)
+        check_invariant(net)
