@@ -7,6 +7,9 @@ old or the new state, never a torn one.
 
 `fault(step)` is the test hook for acceptance 4: with ``DESKPHONE_FAULT=<step>`` in the
 environment the process SIGKILLs itself when it reaches that step, exactly like a power cut.
+Steps: config:verified, config:{candidate,floor,trial,promote}:{tmp,renamed}, config:started,
+config:promoted, config:reject:*, firmware:{downloaded,verified,unpacking,unpacked,slot-cleared,
+installed}, firmware:{trial-marker,switch,booted,commit,rollback}:{tmp,renamed}.
 """
 
 from __future__ import annotations
@@ -23,8 +26,17 @@ FAULT_ENV = "DESKPHONE_FAULT"
 
 
 def fault(step: str) -> None:
-    """Die like a power cut at ``step`` if DESKPHONE_FAULT names it (test-only injection)."""
+    """Die like a power cut at ``step`` if DESKPHONE_FAULT names it (test-only injection).
+
+    ``DESKPHONE_FAULT=@FILE`` reads the step from FILE at every check, so a test can arm the
+    next fault in a running process.
+    """
     wanted = os.environ.get(FAULT_ENV)
+    if wanted and wanted.startswith("@"):
+        try:
+            wanted = Path(wanted[1:]).read_text().strip()
+        except OSError:
+            return
     if wanted and wanted == step:
         log.warning("fault injection: SIGKILL at step %s", step)
         logging.shutdown()

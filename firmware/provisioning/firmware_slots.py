@@ -220,6 +220,8 @@ class Slots:
             slot, previous = str(trial.get("slot")), str(trial.get("previous"))
             if slot not in SLOTS or previous not in SLOTS:
                 atomic_remove(self.root / "trial.json")
+            elif trial.get("booted") and self.floor() == trial.get("version"):
+                atomic_remove(self.root / "trial.json")  # commit was cut short after the floor
             elif trial.get("booted"):
                 reason = (
                     f"firmware {trial.get('version')} did not pass its health check before the "

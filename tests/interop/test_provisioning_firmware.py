@@ -51,7 +51,7 @@ class Launcher(BootstrapPhone):
         self.health_timeout = health_timeout
 
     def spawn(self) -> Launcher:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **self.env)
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
