@@ -143,6 +143,18 @@ class Lab:
         assert not result.errors, result.errors
         return int(self.fleet.device(self.device_id)["serial"])
 
+    def other_device_document(self) -> str:
+        """A validly signed document of another device in the same fleet."""
+        other = X25519PrivateKey.generate().public_key()
+        did = self.fleet.add_device(
+            device_id="desk-other",
+            name="Other",
+            accounts=[self.account()],
+            x25519_public=doc.public_pem(other),
+        )
+        self.render()
+        return (self.fleet.www / "devices" / f"{did}.json").read_text()
+
     @property
     def document_path(self) -> Path:
         return self.fleet.www / "devices" / f"{self.device_id}.json"
