@@ -378,6 +378,7 @@ class Phone:
         self.call_waiting.follow(
             self.calls.calls.values(), self.media.sessions, skip=self.conference.members
         )
+        self.desk.follow_media(self.media.sessions)  # intercom warning beep
         self._pump()
         if getattr(self, "ui", None) is not None:
             self.ui.refresh()  # type: ignore[union-attr]

@@ -16,6 +16,8 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
+from audio.graph import BufferSink, SilenceSource
+from audio.tones import ToneSpec
 from firmware.call.blf import BlfKey, BlfService, PickupConfig
 from firmware.call.incoming import IncomingConfig, IncomingPolicy
 from firmware.call.mwi import SUMMARY, MwiService
@@ -23,12 +25,16 @@ from firmware.call.privacy import PrivacyService
 from firmware.provisioning.features_config import FeaturesConfig, features_of
 from firmware.runtime.addresses import Address
 from firmware.runtime.api import ActionError
+from firmware.runtime.progress_tones import ToneOverlaySink
 from firmware.runtime.transports import Flow
 from firmware.sip.subscription import SubscriptionManager, SubscriptionSpec
 
 log = logging.getLogger(__name__)
 
 ACCOUNT_WAIT = 0.2  # seconds between checks for an account's first Contact (TCP/TLS connect)
+# Two short high beeps when a call was answered by itself (intercom), so nobody at the desk is
+# overheard unawares (RFC 5850 A.21); the long last pause means "once".
+INTERCOM_BEEP = ToneSpec((1400.0,), (0.15, 0.1, 0.15, 86400.0), level_dbfs=-12.0)
 
 
 def peer_is(peer: Hashable, dest: Hashable) -> bool:
@@ -100,6 +106,7 @@ class DeskFeatures:
         )
         self.privacy = PrivacyService(phone.calls, privacy=cfg.privacy)
         self._task: asyncio.Task[None] | None = None
+        self.beeped: list[str] = []  # auto-answered calls the warning beep was played into
 
     # ----- trust and addressing ----------------------------------------------------------------
     def from_registrar(self, peer: Hashable) -> bool:
@@ -252,6 +259,20 @@ class DeskFeatures:
 
     def dial_anonymous(self, number: str, account: str | None) -> dict[str, Any]:
         return self._dial(number, account or self.default_account, "call", anonymous=True)
+
+    def follow_media(self, sessions: Any) -> None:
+        """After media changes: the intercom warning beep on a call that answered by itself."""
+        for call in self.phone.calls.calls.values():
+            if not call.extras.get("auto_answered") or call.id in self.beeped:
+                continue
+            session = sessions.get(call.id)
+            if session is None or call.state != "connected":
+                continue
+            source, sink = session.set_audio(SilenceSource(8000), BufferSink(8000))
+            session.set_audio(source, ToneOverlaySink(sink, INTERCOM_BEEP))
+            self.beeped.append(call.id)
+            call.extras["warning_tone"] = True
+            log.info("call %s: intercom warning beep", call.id)
 
     # ----- status ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

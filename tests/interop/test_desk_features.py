@@ -15,13 +15,16 @@ Users 1064-1080 (this area's range).
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from tests.interop.audio_files import dominant_frequency
 from tests.interop.baresip import Baresip
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess
@@ -53,6 +56,7 @@ def desk_phone(
         [account], env=files.env, audio={"codecs": ["PCMU"]}, sections={**QUIET, **(sections or {})}
     )
     phone.wait_state("registered", 15)
+    phone.alsa = files  # type: ignore[attr-defined]  # the raw files behind its sound card
     return phone
 
 
@@ -199,6 +203,23 @@ def test_intercom_auto_answers_only_from_the_proxy_and_pai_only_counts_from_it(
         "verified": True,
     }
     assert answered["remote_display"] == "Front Desk"
+    # The warning beep (1400 Hz) is what the earpiece played: sipp itself sends no audio.
+    phone.wait_for(
+        lambda s: any(c.get("warning_tone") for c in s["calls"]), 5, "intercom warning beep"
+    )
+    opened = re.search(r"playback to .* at (\d+) Hz", phone.log())
+    assert opened, "the phone never opened its playback device"
+    rate = int(opened.group(1))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the device writes the beep out in real time
+        pcm = np.frombuffer(phone.alsa.playback.read_bytes(), dtype="<i2") / 32768
+        loud = np.flatnonzero(np.abs(pcm) > 0.05)
+        if loud.size > rate // 10:
+            break
+        time.sleep(0.1)
+    assert loud.size > rate // 10, f"no beep played ({loud.size} loud samples)"
+    freq = dominant_frequency(pcm[loud[0] : loud[-1] + 1], rate)
+    assert abs(freq - 1400) < 20, freq
 
 
 def test_anonymous_call_carries_no_identifying_header(
