@@ -1,0 +1,84 @@
+"""Transfer towards a GRUU (RFC 7647 section 4, RFC 4538 Target-Dialog, RFC 4488 norefersub).
+
+sipp plays the transferee whose Contact is a GRUU and which lists tdialog and norefersub
+(data/uas_gruu_transferee.xml). The phone calls it and transfers it through the action API: the
+REFER must leave the dialog (own Call-ID, no To tag) for the GRUU, name the call in
+Target-Dialog, ask for no subscription (Refer-Sub: false, Supported: norefersub), and, granted,
+the phone ends the transfer by its own logic: transfer done, BYE. No Kamailio is needed: the
+phone dials sipp's URI directly.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import require_tool
+from tests.interop.phone import PhoneProcess, free_port
+from tests.interop.sipp import parse_message_log
+from tests.interop.test_calls_baresip import connected, ended
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_transfer_of_a_gruu_peer_uses_target_dialog_and_norefersub(
+    phones: Callable[..., PhoneProcess], tmp_path: Path
+) -> None:
+    sipp = require_tool("sipp")
+    port = free_port(socket.SOCK_DGRAM)
+    log = tmp_path / "sipp-messages.log"
+    uas = subprocess.Popen(
+        [sipp, "-sf", str(DATA / "uas_gruu_transferee.xml"), "-i", "127.0.0.1", "-p", str(port),
+         "-m", "2", "-timeout", "30s", "-timeout_error", "-nostdin", "-trace_msg",
+         "-message_file", str(log), "-mp", str(free_port(socket.SOCK_DGRAM))],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        phone = phones([])
+        call = phone.dial(f"sip:sipp@127.0.0.1:{port}")
+        phone.wait_call(connected(call["id"]), 10, "the call to sipp")
+        started = phone.call_action(call["id"], "transfer", target="sip:1150@127.0.0.1")
+        assert started["transfer_role"] == "transferor"
+        done = phone.wait_call(ended(call["id"]), 15, "the transferor to end the call")
+        out, _ = uas.communicate(timeout=30)
+        assert uas.returncode == 0, out.decode(errors="replace")[-3000:]
+    finally:
+        if uas.poll() is None:
+            uas.kill()
+            uas.wait(5)
+    assert done["transfer"] == "done" and done["transfer_status"] == 200
+    assert done["transfer_reason"] == "REFER accepted (norefersub)"
+    assert done["end_cause"] == "local_bye"
+    received = [m for m in parse_message_log(log.read_text(errors="replace"))]
+    received = [m for m in received if m.direction == "received"]
+    invite = next(m for m in received if m.first_line.startswith("INVITE"))
+    [refer] = [m for m in received if m.first_line.startswith("REFER")]
+    # RFC 7647 4: not in the dialog: a Call-ID of its own, no To tag, sent to the GRUU.
+    assert refer.header("Call-ID") != invite.header("Call-ID")
+    assert ";tag=" not in (refer.header("To") or "")
+    assert "gr=urn:uuid:f81d4fae" in refer.first_line
+    # RFC 4538: the call it is about, tags as the phone sees that dialog.
+    our_tag = re.search(r"tag=([^;>\s]+)", invite.header("From") or "")
+    ok_to_invite = next(
+        m for m in parse_message_log(log.read_text(errors="replace"))
+        if m.direction == "sent" and m.first_line.startswith("SIP/2.0 200")
+    )  # fmt: skip
+    sipp_tag = re.search(r"tag=([^;>\s]+)", ok_to_invite.header("To") or "")
+    assert our_tag and sipp_tag
+    assert refer.header("Target-Dialog") == (
+        f"{invite.header('Call-ID')};local-tag={our_tag.group(1)};remote-tag={sipp_tag.group(1)}"
+    )
+    assert refer.header("Require") == "tdialog"
+    # RFC 4488 / T17: no subscription asked of a GRUU peer that supports norefersub.
+    assert refer.header("Refer-Sub") == "false"
+    assert "norefersub" in (refer.header("Supported") or "")
+    assert refer.header("Refer-To") == "<sip:1150@127.0.0.1>"
+    # Hold, REFER, BYE; no NOTIFY was expected or sent (ACKs left out: the REFER may overtake
+    # the ACK of the hold re-INVITE).
+    methods = [m.first_line.split()[0] for m in received if not m.first_line.startswith("SIP")]
+    assert [m for m in methods if m != "ACK"] == ["INVITE", "INVITE", "REFER", "BYE"]
