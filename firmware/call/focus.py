@@ -14,13 +14,16 @@ participant that creates a conference" role on top of `CallManager` and `Transfe
   party INVITEs the focus and our call with it ends on the final NOTIFY 200;
 * add a party we are not in a call with (5.5, REFER to the focus): a REFER in the focus dialog
   with Refer-To the party's URI (method INVITE implied) and Refer-Sub: false (RFC 4488: the
-  focus reports progress in its conference state, not by NOTIFY).
+  focus reports progress in its conference state, not by NOTIFY);
+* move a party we are in a call with, without asking it anything (5.10): a REFER to the focus
+  with Refer-To <party's Contact?Replaces=our dialog with it>; the focus INVITEs the party with
+  Replaces and the party BYEs our call (for parties that do not do REFER).
 
 Status (call ``extras``) of the focus call: ``conference`` (creating | active | not_a_focus |
 failed | ended), ``conference_uri``, ``isfocus``, ``focus_secure`` (the focus dialog runs over
 TLS or sips, the only integrity the isfocus Contact gets: no S/MIME, THREATS T28),
-``conference_parties`` (our calls sent to the focus) and ``conference_invited`` ({uri: REFER
-status}).
+``conference_parties`` (our calls sent to the focus) and ``conference_invited`` ({uri or moved
+call id: the focus' answer to our REFER}).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from firmware.call.refer import attended_refer_to
 from firmware.sip.message import SipResponse
 from firmware.sip.transaction import ClientTransaction
 from firmware.sip.uri import parse_uri
@@ -116,28 +120,53 @@ class NetworkConferences:
 
     def invite(self, conference_id: str, target: str, now: float) -> None:
         """Ask the focus to INVITE ``target`` (a number or URI) into the conference."""
-        conference = self._get(conference_id)
-        session, dialog = conference.call.session, conference.call.session.dialog
-        if conference.call.state not in ("connected", "held") or dialog is None:
-            raise ConferenceError(f"conference call {conference_id} is {conference.call.state}")
-        if not conference.isfocus:
-            raise ConferenceError(f"call {conference_id} is not with a conference focus")
+        conference = self._focus_up(conference_id)
         info = self.calls.accounts(conference.call.account)
         uri = target if target.startswith(("sip:", "sips:")) else f"sip:{target}@{info.domain}"
         parse_uri(uri)
+        self._refer_focus(conference, uri, uri, now)
+
+    def move(self, conference_id: str, party_id: str, now: float) -> None:
+        """Have the focus take over our call ``party_id`` (RFC 4579 5.10): REFER the focus
+        with Refer-To the party's Contact and Replaces of our dialog with it."""
+        conference = self._focus_up(conference_id)
+        party = self.calls.get(party_id)
+        dialog = party.session.dialog
+        if party.state not in ("connected", "held") or dialog is None or not dialog.remote_tag:
+            raise ConferenceError(f"call {party_id} is {party.state}, not connected or held")
+        target = attended_refer_to(
+            dialog.remote_target, dialog.call_id, dialog.remote_tag, dialog.local_tag
+        )
+        party.extras["conference_of"] = conference.call.id
+        self._refer_focus(conference, target, party_id, now)
+
+    def _focus_up(self, conference_id: str) -> _Conference:
+        conference = self._get(conference_id)
+        call = conference.call
+        if call.state not in ("connected", "held") or call.session.dialog is None:
+            raise ConferenceError(f"conference call {conference_id} is {call.state}")
+        if not conference.isfocus:
+            raise ConferenceError(f"call {conference_id} is not with a conference focus")
+        return conference
+
+    def _refer_focus(self, conference: _Conference, refer_to: str, key: str, now: float) -> None:
+        """REFER in the focus dialog; its answer lands in ``conference_invited[key]``."""
+        session, dialog = conference.call.session, conference.call.session.dialog
+        assert dialog is not None
+        info = self.calls.accounts(conference.call.account)
         refer = dialog.create_request(
             "REFER",
             ids=session.host.ids,
             contact=session.contact,
             extra_headers=[
-                ("Refer-To", f"<{uri}>"),
+                ("Refer-To", f"<{refer_to}>"),
                 ("Referred-By", f"<{info.aor}>"),
                 ("Refer-Sub", "false"),
                 ("User-Agent", session.user_agent),
             ],
         )
-        conference.call.extras["conference_invited"][uri] = None
-        session.host.send_request(refer, _InviteOwner(conference, uri), now)
+        conference.call.extras["conference_invited"][key] = None
+        session.host.send_request(refer, _InviteOwner(conference, key), now)
 
     def _get(self, conference_id: str) -> _Conference:
         conference = self._conferences.get(conference_id)

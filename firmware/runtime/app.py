@@ -247,7 +247,7 @@ class Phone:
             )
         elif action in ("hangup", "drop"):  # "drop": a party leaves the conference
             self.calls.hangup(call_id, now)
-        elif action == "conference" and ("focus" in body or "invite" in body):
+        elif action == "conference" and {"focus", "invite", "add", "move"} & set(body):
             self._network_conference(call_id, body, now)
         elif action == "conference":
             self._conference(call_id, body.get("with"), now)
@@ -315,8 +315,20 @@ class Phone:
 
     def _network_conference(self, call_id: str, body: dict[str, Any], now: float) -> None:
         """{"focus": uri|true}: create a conference on a focus and send this call's party there;
-        {"invite": number|uri} on the focus call: ask the focus to call someone in."""
+        on the focus call, {"invite": number|uri}: ask the focus to call someone in; {"add":
+        call id}: REFER that call's party to the conference; {"move": call id}: the focus takes
+        that call over with Replaces (RFC 4579 5.5, 5.10)."""
         try:
+            for key in ("add", "move"):
+                if key in body:
+                    other = body[key]
+                    if not isinstance(other, str) or other not in self.calls.calls:
+                        raise ActionError(404, f'"{key}": no call {other!r}')
+                    if key == "add":
+                        self.network_conferences.add(call_id, other, now)
+                    else:
+                        self.network_conferences.move(call_id, other, now)
+                    return
             if "invite" in body:
                 target = body["invite"]
                 if not isinstance(target, str) or not target.strip():

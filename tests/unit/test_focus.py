@@ -12,6 +12,7 @@ import pytest
 
 from firmware.call.focus import ConferenceError, NetworkConferences
 from firmware.call.lines import LineAppearances
+from firmware.call.replaces import ReplacesService
 from firmware.sip.errors import SipParseError
 from tests.unit.test_lines import WireNet, call_a_from, talking_with
 from tests.unit.test_refer import HOSTS, make_phone, requests, responses
@@ -118,3 +119,33 @@ def test_bad_input_is_refused_before_anything_is_sent(
         conferences.invite(b_call, "1003", net.now)
     net.pump()
     assert not requests(net.phones["x"], "INVITE")
+
+
+def test_move_a_call_into_the_conference_by_replaces_through_the_focus(
+    setup: tuple[WireNet, NetworkConferences, str],
+) -> None:
+    """RFC 4579 5.10: REFER the focus with Refer-To B?Replaces=<A-B dialog>; the focus'
+    INVITE with Replaces takes over B's call with A (B needs no REFER support)."""
+    net, conferences, b_call = setup
+    a, b, x = net.phones["a"], net.phones["b"], net.phones["x"]
+    ReplacesService(b.calls, auth=b.transfers.auth)
+    conf = conferences.create(FOCUS, "line1", net.now)
+    net.pump()
+    answer_as_focus(net)
+    ab = a.calls.get(b_call).session.dialog
+    assert ab is not None
+    conferences.move(conf.id, b_call, net.now)
+    net.pump()
+    refer = requests(x, "REFER")[0]
+    refer_to = refer.headers.get("Refer-To") or ""
+    assert refer_to.startswith("<sip:b@192.0.2.2") and "?Replaces=" in refer_to
+    assert refer.headers.get("Refer-Sub") == "false"
+    assert not requests(b, "REFER")  # B is never asked anything
+    takeover = [r for r in requests(b, "INVITE") if r.headers.get("Replaces")]
+    assert len(takeover) == 1 and str(takeover[0].from_.uri) == FOCUS
+    assert (takeover[0].headers.get("Replaces") or "").startswith(ab.call_id)
+    assert a.calls.get(b_call).state == "ended"  # B BYEs its replaced call with A
+    assert a.calls.get(conf.id).status(net.now)["conference_invited"] == {b_call: 200}
+    assert a.calls.get(b_call).status(net.now)["conference_of"] == conf.id
+    # (X is a plain phone acting as focus: as a transferee it then ends its call with A, which
+    # a real focus would not; nothing more to check on A's side)
