@@ -5,7 +5,8 @@ The phone runs in this process (so the test can be the person at the desk: it cl
 switch and the keypad's matrix contacts on the mock pins) with its full stack - board profile,
 GpioKeypad scanning the key matrix, KeyInterpreter, PhoneUI, the SIP core on real sockets. What
 is asserted is what crosses the wire (sniffed SIP from the phone's port, the peer's events),
-what the LCD's serial byte stream shows, and the LED pins. Kamailio users 1081-1090 (1081 is the desk phone; baresip peers 1082-1086).
+what the LCD's serial byte stream shows, and the LED pins. Kamailio users 1081-1090 (desk
+phones 1081 and 1087, baresip peers 1082-1086 and 1088-1089).
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ from tests.interop.kamailio import Kamailio
 from tests.interop.phone import free_port
 from tests.interop.presence_kamailio import PresenceKamailio
 from tests.interop.sniff import Sniffer
-from tests.unit import test_board_gpio as pins
-from tests.unit.board_fakes import MatrixOrbitalScreen
+from tests.unit.board_fakes import KeyMatrixModel, MatrixOrbitalScreen, switch_factory
 
 CALLER, CALLEE = "1081", "1082"
 
@@ -60,8 +60,7 @@ class Desk:
         self.factory, self.io = factory, io
         matrix = io.board.profile.matrix
         assert matrix is not None
-        self.model = pins.KeyMatrixModel(factory, list(matrix.rows), list(matrix.cols))  # type: ignore[arg-type]
-        pins.MODEL = self.model
+        self.model = KeyMatrixModel(factory, list(matrix.rows), list(matrix.cols))
         self.where = {key: (r, c) for r, row in enumerate(matrix.layout)
                       for c, key in enumerate(row) if key}
 
@@ -87,11 +86,10 @@ class Desk:
 
 @pytest.fixture
 def mock_pins() -> Iterator[MockFactory]:
-    factory = MockFactory(pin_class=pins.MatrixPin)
+    factory = switch_factory()
     previous = Device.pin_factory
     Device.pin_factory = factory  # what the profile's adapters use when no factory is given
     yield factory
-    pins.MODEL = None
     Device.pin_factory = previous
     factory.close()
 

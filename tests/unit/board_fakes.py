@@ -1,10 +1,14 @@
 """Test-side hardware: an HD44780 behind an I2C expander and the two serial LCD command sets.
 
-These model the *receiving* hardware from its data sheets, so the tests check the bytes the real
+These model the hardware from its data sheets (and a keypad's switches for gpiozero's mock pins), so the tests check the bytes the real
 drivers (RPLCD, board/lcd_serial.py) put on the bus or the wire, not our own bookkeeping.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from gpiozero.pins.mock import MockFactory, MockPin
 
 from board.charset import decode_a00
 
@@ -195,3 +199,56 @@ class SerLCDScreen:
 
     def screen(self) -> list[str]:
         return self.lcd.screen()
+
+
+class KeyMatrixModel:
+    """The switches of a row/column keypad on mock pins: a column reads low while a pressed
+    key connects it to a row pin that is an output driven low (the scanner's active row)."""
+
+    def __init__(self, factory: MockFactory, rows: list[Any], cols: list[Any]) -> None:
+        self.factory, self.rows, self.cols = factory, rows, cols
+        self.pressed: set[tuple[int, int]] = set()
+        factory.keypad_model = self  # type: ignore[attr-defined]
+
+    def update(self) -> None:
+        for c, col in enumerate(self.cols):
+            pin = self.factory.pin(col)
+            if pin.function != "input":
+                continue
+            low = any(
+                (r, c) in self.pressed and self.factory.pin(row).function == "output"
+                and not self.factory.pin(row).state
+                for r, row in enumerate(self.rows)
+            )
+            pin.drive_low() if low else pin.drive_high()
+
+
+class SwitchPin(MockPin):
+    """A mock pin wired to switches: re-evaluates the factory's keypad model when a row pin
+    changes, and stays low whatever its pull while in the factory's `held_low` set (a closed
+    switch to ground, e.g. the handset already lifted at power-up)."""
+
+    def _model(self) -> KeyMatrixModel | None:
+        return getattr(self._factory, "keypad_model", None)
+
+    def _set_state(self, value: Any) -> None:
+        super()._set_state(value)
+        if (model := self._model()) is not None:
+            model.update()
+
+    def _set_pull(self, value: str) -> None:
+        super()._set_pull(value)
+        if self.info.name in getattr(self._factory, "held_low", ()):
+            self.drive_low()
+
+    def _set_function(self, value: str) -> None:
+        super()._set_function(value)
+        if (model := self._model()) is not None:
+            model.update()
+
+
+def switch_factory() -> MockFactory:
+    """A MockFactory whose pins are `SwitchPin`s (set `.held_low` / build a KeyMatrixModel)."""
+    factory = MockFactory(pin_class=SwitchPin)
+    factory.held_low = set()  # type: ignore[attr-defined]
+    return factory

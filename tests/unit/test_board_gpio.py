@@ -4,10 +4,9 @@ matrix is scanned row by row through the real pin API, LEDs and the buzzer drive
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from gpiozero.pins.mock import MockFactory, MockPin
+from gpiozero.pins.mock import MockFactory
 
 from board.factory import build_board
 from board.gpio import GpioIndicator, GpioKeypad
@@ -15,60 +14,13 @@ from board.keys import KeyInterpreter
 from board.ports import KeyEdge, KeyEvent
 from board.profile import load_profile
 from firmware.sip.clock import ManualClock
-from tests.unit.board_fakes import HD44780, FakeSMBus
-
-
-class KeyMatrixModel:
-    """The switches of a row/column keypad: a column reads low when a pressed key connects it
-    to a row pin that is currently an output driven low."""
-
-    def __init__(self, factory: MockFactory, rows: list[int], cols: list[int]) -> None:
-        self.factory, self.rows, self.cols = factory, rows, cols
-        self.pressed: set[tuple[int, int]] = set()
-
-    def update(self) -> None:
-        for c, col in enumerate(self.cols):
-            pin = self.factory.pin(col)
-            if pin.function != "input":
-                continue
-            low = any(
-                (r, c) in self.pressed and self.factory.pin(row).function == "output"
-                and not self.factory.pin(row).state
-                for r, row in enumerate(self.rows)
-            )
-            pin.drive_low() if low else pin.drive_high()
-
-
-MODEL: KeyMatrixModel | None = None
-HELD_LOW: set[str] = set()  # pins a closed switch holds at ground whatever the pull
-
-
-class MatrixPin(MockPin):
-    """A mock pin that tells the keypad model when a row changes."""
-
-    def _set_state(self, value: Any) -> None:
-        super()._set_state(value)
-        if MODEL is not None:
-            MODEL.update()
-
-    def _set_pull(self, value: str) -> None:
-        super()._set_pull(value)
-        if self.info.name in HELD_LOW:
-            self.drive_low()
-
-    def _set_function(self, value: str) -> None:
-        super()._set_function(value)
-        if MODEL is not None and self.info.name:
-            MODEL.update()
+from tests.unit.board_fakes import HD44780, FakeSMBus, KeyMatrixModel, switch_factory
 
 
 @pytest.fixture
 def factory() -> Iterator[MockFactory]:
-    global MODEL
-    f = MockFactory(pin_class=MatrixPin)
+    f = switch_factory()
     yield f
-    MODEL = None
-    HELD_LOW.clear()
     f.close()
 
 
@@ -98,29 +50,28 @@ def test_hook_and_button_edges_are_stamped_with_the_phone_clock(factory: MockFac
 
 
 def test_handset_already_lifted_at_start_is_reported(factory: MockFactory) -> None:
-    HELD_LOW.add("GPIO17")
+    factory.held_low.add("GPIO17")  # type: ignore[attr-defined]
     edges: list[KeyEdge] = []
     GpioKeypad(load_profile("pi-reference"), ManualClock(5.0), factory).start(edges.append)
     assert edges == [KeyEdge("HOOK", True, 5.0)]
 
 
 def test_matrix_scan_finds_the_pressed_key(factory: MockFactory) -> None:
-    global MODEL
     profile = load_profile("pi-reference")
     assert profile.matrix is not None
-    MODEL = KeyMatrixModel(factory, list(profile.matrix.rows), list(profile.matrix.cols))  # type: ignore[arg-type]
+    model = KeyMatrixModel(factory, list(profile.matrix.rows), list(profile.matrix.cols))
     pad = GpioKeypad(profile, ManualClock(), factory)
     assert pad.poll_interval == pytest.approx(0.01)
     edges: list[KeyEdge] = []
     pad.start(edges.append)
     pad.poll(1.00)
     assert edges == []
-    MODEL.pressed.add((1, 1))  # DIGIT_5
+    model.pressed.add((1, 1))  # DIGIT_5
     pad.poll(1.01)
     pad.poll(1.02)
-    MODEL.pressed.add((2, 3))  # CONF too
+    model.pressed.add((2, 3))  # CONF too
     pad.poll(1.03)
-    MODEL.pressed.clear()
+    model.pressed.clear()
     pad.poll(1.04)
     assert edges == [KeyEdge("DIGIT_5", True, 1.01), KeyEdge("CONF", True, 1.03),
                      KeyEdge("DIGIT_5", False, 1.04), KeyEdge("CONF", False, 1.04)]

@@ -15,8 +15,7 @@ from board.ports import KeyEvent
 from board.sim import SimDisplay, SimIndicator, SimKeypad, SimRinger
 from firmware.runtime.board_io import BoardIO, open_board
 from firmware.sip.clock import ManualClock
-from tests.unit import test_board_gpio as gpio_helpers
-from tests.unit.board_fakes import HD44780, FakeSMBus
+from tests.unit.board_fakes import HD44780, FakeSMBus, KeyMatrixModel, switch_factory
 
 
 async def until(check: Callable[[], bool], timeout: float = 3.0) -> None:
@@ -28,9 +27,8 @@ async def until(check: Callable[[], bool], timeout: float = 3.0) -> None:
 
 @pytest.fixture
 def factory() -> Iterator[MockFactory]:
-    f = MockFactory(pin_class=gpio_helpers.MatrixPin)
+    f = switch_factory()
     yield f
-    gpio_helpers.MODEL = None
     f.close()
 
 
@@ -84,17 +82,16 @@ async def test_pi_board_hook_matrix_leds_lcd_on_mock_pins(factory: MockFactory) 
                     i2c_bus=FakeSMBus(lcd, 0x27))
     prof = io.board.profile
     assert prof.matrix is not None
-    gpio_helpers.MODEL = gpio_helpers.KeyMatrixModel(
-        factory, list(prof.matrix.rows), list(prof.matrix.cols))  # type: ignore[arg-type]
+    model = KeyMatrixModel(factory, list(prof.matrix.rows), list(prof.matrix.cols))
     await io.start()
     try:
         # lift the handset from another thread, as gpiozero's callback thread would
         await asyncio.to_thread(factory.pin(17).drive_low)
         await until(lambda: [(e.key, e.kind) for e in events] == [("HOOK", "press")])
         # press 5 on the matrix: found by the periodic scan, then debounced
-        gpio_helpers.MODEL.pressed.add((1, 1))
+        model.pressed.add((1, 1))
         await until(lambda: ("DIGIT_5", "press") in [(e.key, e.kind) for e in events])
-        gpio_helpers.MODEL.pressed.clear()
+        model.pressed.clear()
         await until(lambda: ("DIGIT_5", "release") in [(e.key, e.kind) for e in events])
 
         io.show(["Dialing", "5"])

@@ -33,7 +33,7 @@ def test_sound_ringer_plays_its_tone_only_while_ringing(tmp_path: Path) -> None:
     assert result["rung"] >= rate  # at least a second of ringing went to the card
     pcm = np.frombuffer((tmp_path / "out.raw").read_bytes(), dtype="<i2")
     loud = np.flatnonzero(np.abs(pcm) > 300)
-    assert loud.size >= rate
+    assert loud[-1] - loud[0] >= 0.95 * rate  # a second of tone (sums dip near zero crossings)
     tone = pcm[loud[0]:loud[-1] + 1]
     assert min(abs(dominant_frequency(tone, rate) - f) for f in (1000.0, 1250.0)) < 2.0
     assert not pcm[loud[-1] + 1:].any()  # silence once ringing stopped
