@@ -20,7 +20,7 @@ participant that creates a conference" role on top of `CallManager` and `Transfe
   Replaces and the party BYEs our call (for parties that do not do REFER).
 
 Status (call ``extras``) of the focus call: ``conference`` (creating | active | not_a_focus |
-failed | ended), ``conference_uri``, ``isfocus``, ``focus_secure`` (the focus dialog runs over
+redirected (a 3xx from the factory: ``redirected_to`` is the new call) | failed | ended), ``conference_uri``, ``isfocus``, ``focus_secure`` (the focus dialog runs over
 TLS or sips, the only integrity the isfocus Contact gets: no S/MIME, THREATS T28),
 ``conference_parties`` (our calls sent to the focus) and ``conference_invited`` ({uri or moved
 call id: the focus' answer to our REFER}).
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from firmware.call.refer import attended_refer_to
+from firmware.sip.errors import SipParseError
 from firmware.sip.message import SipResponse
 from firmware.sip.transaction import ClientTransaction
 from firmware.sip.uri import parse_uri
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
     from firmware.call.manager import Call, CallManager
 
 log = logging.getLogger(__name__)
+
+
+MAX_REDIRECTS = 3
 
 
 class ConferenceError(RuntimeError):
@@ -54,6 +58,8 @@ class _Conference:
     waiting: list[str] = field(default_factory=list)  # our calls to send once it is up
     isfocus: bool | None = None
     contact_uri: str | None = None
+    redirect: str | None = None  # a 3xx Contact: the factory points at the conference URI
+    hops: int = 0
 
 
 @dataclass
@@ -191,6 +197,9 @@ class NetworkConferences:
                     conference.isfocus = "isfocus" in {k.lower() for k in contacts[0].params}
                 else:
                     conference.isfocus = False
+            elif 300 <= response.status < 400 and response.cseq.method == "INVITE":
+                contacts = response.contacts
+                conference.redirect = str(contacts[0].uri) if contacts else None
             original(tx, response, now)
 
         session.on_response = on_response  # type: ignore[method-assign]
@@ -207,6 +216,25 @@ class NetworkConferences:
         conference.call.extras["conference_parties"].append(party_id)
         log.info("conference %s: call %s referred to %s", conference.call.id, party_id, uri)
 
+    def _follow_redirect(self, conference: _Conference, now: float) -> bool:
+        """The factory answered 3xx with a Contact (RFC 4579 5.4, RFC 5850 3.3.3: it may
+        redirect to the conference URI it made): INVITE that, a few hops at most."""
+        target, call = conference.redirect, conference.call
+        if target is None or conference.hops >= MAX_REDIRECTS or target == conference.focus_uri:
+            return False
+        parties = [
+            p for p in conference.waiting if self.calls.get(p).state in ("connected", "held")
+        ]
+        try:
+            new = self.create(target, call.account, now, parties=parties)
+        except (ConferenceError, RuntimeError, SipParseError) as e:
+            log.info("conference %s: cannot follow the redirect to %s: %s", call.id, target, e)
+            return False
+        self._conferences[new.id].hops = conference.hops + 1
+        call.extras.update(conference="redirected", redirected_to=new.id)
+        log.info("conference %s: factory redirected to %s (call %s)", call.id, target, new.id)
+        return True
+
     # ----- CallManager feature hooks ------------------------------------------------------
     def call_added(self, call: Call) -> None:
         """A focus that calls us marks its INVITE's Contact with isfocus: show it."""
@@ -221,8 +249,10 @@ class NetworkConferences:
             return
         extras = call.extras
         if call.state == "ended":
-            extras["conference"] = "ended" if extras["conference"] != "creating" else "failed"
             self._conferences.pop(call.id, None)
+            if extras["conference"] == "creating" and self._follow_redirect(conference, now):
+                return
+            extras["conference"] = "ended" if extras["conference"] != "creating" else "failed"
             return
         if call.state != "connected" or extras["conference"] != "creating":
             return

@@ -8,12 +8,15 @@ conference URI): B INVITEs X and A's call with B ends. A also asks the focus to 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from firmware.call.focus import ConferenceError, NetworkConferences
 from firmware.call.lines import LineAppearances
 from firmware.call.replaces import ReplacesService
 from firmware.sip.errors import SipParseError
+from firmware.sip.message import SipRequest
 from tests.unit.test_lines import WireNet, call_a_from, talking_with
 from tests.unit.test_refer import HOSTS, make_phone, requests, responses
 
@@ -149,3 +152,35 @@ def test_move_a_call_into_the_conference_by_replaces_through_the_focus(
     assert a.calls.get(b_call).status(net.now)["conference_of"] == conf.id
     # (X is a plain phone acting as focus: as a transferee it then ends its call with A, which
     # a real focus would not; nothing more to check on A's side)
+
+
+def test_a_factory_redirect_to_the_conference_uri_is_followed(
+    setup: tuple[WireNet, NetworkConferences, str],
+) -> None:
+    """The factory URI may answer 302 with Contact: <conference URI>;isfocus (RFC 4579 5.4)."""
+    net, conferences, b_call = setup
+    a, b, x = net.phones["a"], net.phones["b"], net.phones["x"]
+    conference_uri = f"sip:x@{HOSTS['x']};conf=42"
+    normal = x.ua.handlers["INVITE"]
+
+    def redirect(server_tx: Any, request: SipRequest, now: float) -> None:
+        x.ua.handlers["INVITE"] = normal  # only the first INVITE is redirected
+        x.ua.respond(
+            server_tx,
+            request,
+            302,
+            "Moved Temporarily",
+            now,
+            headers=[("Contact", f"<{conference_uri}>;isfocus")],
+        )
+
+    x.ua.handlers["INVITE"] = redirect
+    first = conferences.create(FOCUS, "line1", net.now, parties=[b_call])
+    net.pump()
+    assert first.status(net.now)["conference"] == "redirected"
+    second = a.calls.get(first.status(net.now)["redirected_to"])
+    assert [str(r.uri) for r in requests(x, "INVITE")] == [FOCUS, conference_uri]
+    answer_as_focus(net)
+    status = second.status(net.now)
+    assert (status["conference"], status["isfocus"]) == ("active", True)
+    assert requests(b, "REFER")[0].headers.get("Refer-To") == f"<{FOCUS}>"
