@@ -139,6 +139,7 @@ class Subscription:
     failures: int = 0
     expires_at: float | None = None
     notifies: int = 0
+    refreshes: int = 0  # in-dialog refreshes the notifier accepted
     _request: SipRequest | None = None  # the last SUBSCRIBE sent (for digest retries)
     _refresh_at: float | None = None
     _retry_at: float | None = None
@@ -262,6 +263,8 @@ class Subscription:
 
     def _on_2xx(self, request: SipRequest, response: SipResponse, now: float) -> None:
         self.failures = 0
+        if request.to.tag is not None:
+            self.refreshes += 1
         granted = response.headers.get("Expires")
         expires = self.spec.expires
         if granted is not None and granted.strip().isdigit():
@@ -426,6 +429,7 @@ class Subscription:
             "state": self.state,
             "last_status": self.last_status,
             "last_reason": self.last_reason,
+            "refreshes": self.refreshes,
         }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from tests.interop.kamailio import Kamailio, KamailioError
 
@@ -46,6 +47,7 @@ modparam("presence", "subs_db_mode", 0)
 modparam("presence", "publ_cache", 2)
 modparam("presence", "server_address", "sip:127.0.0.1:@@UDP_PORT@@")
 modparam("presence", "min_expires", 10)
+modparam("presence", "max_expires", @@MAX_SUB_EXPIRES@@)
 modparam("pua", "db_url", "text://@@DBDIR@@")
 modparam("pua", "db_mode", 0)
 modparam("pua", "outbound_proxy", "sip:127.0.0.1:@@UDP_PORT@@")
@@ -81,7 +83,15 @@ route[PRESENCE] {
 
 
 class PresenceKamailio(Kamailio):
-    """`Kamailio` with the presence modules (see the module docstring)."""
+    """`Kamailio` with the presence modules (see the module docstring).
+
+    ``max_subscription`` caps the subscription lifetime it grants (seconds), so subscribers
+    refresh within a test.
+    """
+
+    def __init__(self, *args: Any, max_subscription: int = 3600, **kwargs: Any) -> None:
+        self.max_subscription = max_subscription
+        super().__init__(*args, **kwargs)
 
     def _write_config(self) -> None:
         super()._write_config()
@@ -102,7 +112,9 @@ class PresenceKamailio(Kamailio):
         patch('loadmodule "tls.so"\n', 'loadmodule "tls.so"\n' + MODULES)
         patch(
             'modparam("tls", "config",',
-            PARAMS.replace("@@UDP_PORT@@", port).replace("@@DBDIR@@", str(dbdir))
+            PARAMS.replace("@@UDP_PORT@@", port)
+            .replace("@@DBDIR@@", str(dbdir))
+            .replace("@@MAX_SUB_EXPIRES@@", str(self.max_subscription))
             + 'modparam("tls", "config",',
         )
         # In-dialog SUBSCRIBE (refresh / unsubscribe) to the presence server itself.

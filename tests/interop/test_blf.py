@@ -33,7 +33,9 @@ def kamailio_presence(
     tmp_path_factory: pytest.TempPathFactory, pki: TestPKI
 ) -> Iterator[PresenceKamailio]:
     binary = require_tool("kamailio")
-    instance = PresenceKamailio(tmp_path_factory.mktemp("kamailio-presence"), pki, binary=binary)
+    instance = PresenceKamailio(
+        tmp_path_factory.mktemp("kamailio-presence"), pki, binary=binary, max_subscription=12
+    )
     instance.start()
     yield instance
     instance.stop()
@@ -126,6 +128,13 @@ def test_blf_follows_a_monitored_line_and_picks_up_while_it_rings(
     b_calls = caller.status()["calls"]
     assert any(c["state"] == "connected" and c["direction"] == "incoming" for c in b_calls)
     watcher.call_action(mine["id"], "hangup")
+    # Kamailio grants 12 s: the subscription was refreshed in its dialog and still reports.
+    status = watcher.wait_for(
+        lambda s: blf_of(s)["subscription"]["refreshes"] >= 1 and blf_of(s)["state"] == "idle",
+        20,
+        "a refreshed subscription showing the line idle again",
+    )
+    assert blf_of(status)["subscription"]["state"] == "active"
 
 
 def test_park_by_refer_shows_the_orbit_parked_and_the_key_retrieves(
