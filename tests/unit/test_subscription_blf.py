@@ -333,3 +333,36 @@ def test_state_mapping_table() -> None:
     st.apply(parse_dialog_info(info(2, "full", outgoing).encode()))
     assert blf_state(list(st.dialogs.values())) == "talking"
     assert blf_state([]) == "idle"
+
+
+class _Active:
+    id, state = "c9", "connected"
+
+
+class _Transfers:
+    def __init__(self) -> None:
+        self.done: list[tuple[str, str]] = []
+
+    def transfer(self, call_id: str, target: str, now: float) -> bool:
+        self.done.append((call_id, target))
+        return True
+
+
+def test_press_in_a_call_transfers_it_and_a_parked_orbit_is_retrieved() -> None:
+    w = World(keys=[BlfKey("LINE_2", TARGET), BlfKey("LINE_3", "sip:700@pbx.example", "park")])
+    transfers = _Transfers()
+    w.blf.transfers = transfers
+    w.calls.active_calls = lambda: [_Active()]  # type: ignore[method-assign]
+    subs = [m for m in w.sent() if _kind(m) == "SUBSCRIBE"]
+    assert len(subs) == 2
+    for n, sub in enumerate(subs):
+        w.feed(ok_for(sub, to_tag=f"t{n}"))
+        w.feed(notify(sub, info(0, "full", ""), cseq=1, to_tag=f"t{n}"))
+    assert w.blf.press("LINE_2", w.now) == {"action": "transfer", "call": "c9", "target": TARGET}
+    assert transfers.done == [("c9", TARGET)]
+    # The orbit gets a (confirmed) dialog: the park key shows parked; pressing it retrieves.
+    w.feed(notify(subs[1], info(1, "full", TALKING), cseq=2, to_tag="t1"))
+    assert w.blf.lines["LINE_3"].state == "parked"
+    assert w.blf.status()[1]["led"] == "slow_flash"
+    assert w.blf.press("LINE_3", w.now)["action"] == "retrieve"
+    assert w.calls.dialled[-1][0] == "sip:700@pbx.example"
