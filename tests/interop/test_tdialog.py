@@ -6,6 +6,11 @@ REFER must leave the dialog (own Call-ID, no To tag) for the GRUU, name the call
 Target-Dialog, ask for no subscription (Refer-Sub: false, Supported: norefersub), and, granted,
 the phone ends the transfer by its own logic: transfer done, BYE. No Kamailio is needed: the
 phone dials sipp's URI directly.
+
+As transferee (data/ood_refer_target_dialog.xml, Kamailio users 1151-1153): sipp calls the phone
+and REFERs it outside the dialog with Target-Dialog; over UDP the dialog identifiers prove
+nothing, so the allow-listed sipp identity must answer the phone's Digest challenge first; the
+phone calls the target (a baresip) and BYEs sipp; the REFER replayed afterwards gets 481.
 """
 
 from __future__ import annotations
@@ -14,12 +19,17 @@ import re
 import socket
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import require_tool
+from tests.interop.baresip import Baresip
+from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess, free_port
-from tests.interop.sipp import parse_message_log
+from tests.interop.sipp import SippResult, parse_message_log
 from tests.interop.test_calls_baresip import connected, ended
+from tests.interop.test_transfer_auth import listed_phone
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -82,3 +92,42 @@ def test_transfer_of_a_gruu_peer_uses_target_dialog_and_norefersub(
     # the ACK of the hold re-INVITE).
     methods = [m.first_line.split()[0] for m in received if not m.first_line.startswith("SIP")]
     assert [m for m in methods if m != "ACK"] == ["INVITE", "INVITE", "REFER", "BYE"]
+
+
+def test_deskphone_as_transferee_of_an_out_of_dialog_refer_with_target_dialog(
+    kamailio: Kamailio,
+    phones: Callable[..., PhoneProcess],
+    make_baresip: Any,
+    sipp: Callable[..., SippResult],
+    tmp_path: Path,
+) -> None:
+    """sipp (allow-listed 1153) calls the phone and REFERs it outside the dialog to baresip
+    1152; over UDP the phone challenges first. Afterwards the replay gets 481 (T1, T2)."""
+    target: Baresip = make_baresip("1152", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
+    phone = listed_phone(phones, kamailio, "1151", tmp_path, "1153")
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(
+            sipp,
+            "ood_refer_target_dialog.xml",
+            ("127.0.0.1", phone.sip_port),
+            keys={"user": "1153", "domain": kamailio.domain, "target": kamailio.aor("1152")},
+            auth_user="1153",
+            auth_password=kamailio.users["1153"],
+            timeout=30,
+        )
+        ringing = phone.wait_call(lambda c: c["state"] == "ringing", 10, "sipp's call to ring")
+        phone.call_action(ringing["id"], "answer")
+        result = run.result(timeout=60)
+    assert result.ok, result.explain()
+    finals = [s for s in result.received_statuses if s >= 200]
+    assert finals == [200, 401, 200, 481], finals  # INVITE; REFER 401, 200; the replay 481
+    target.wait_event("CALL_ESTABLISHED", 5)
+    original = phone.call(ringing["id"])
+    assert original["transfer"] == "done" and original["transfer_role"] == "transferee"
+    assert original["end_cause"] == "local_bye"
+    calls = phone.status()["calls"]
+    assert len(calls) == 2, calls  # the replay placed no call
+    new = next(c for c in calls if c["direction"] == "outgoing")
+    assert "1152" in new["remote"] and new["state"] == "connected"
+    phone.call_action(new["id"], "hangup")
+    target.wait_event("CALL_CLOSED", 10)

@@ -34,10 +34,15 @@ CONTROLLER = "1143"
 SUPERVISOR = "1146"
 
 
-def _phone(
-    phones: Callable[..., PhoneProcess], kam: Kamailio, user: str, tmp_path: Path
+def listed_phone(
+    phones: Callable[..., PhoneProcess],
+    kam: Kamailio,
+    user: str,
+    tmp_path: Path,
+    *listed: str,
 ) -> PhoneProcess:
-    """A registered phone that lets CONTROLLER and SUPERVISOR act from outside its calls."""
+    """A registered phone on which the Kamailio users ``listed`` may act from outside a call,
+    proven by the phone's Digest challenge (their Kamailio passwords)."""
     files = alsa_files(tmp_path / f"alsa-{user}")
     account = {
         "id": "line1",
@@ -48,8 +53,8 @@ def _phone(
         "expires": 300,
     }
     transfer = {
-        "allow_from": [f"sip:{CONTROLLER}@{kam.domain}", f"sip:{SUPERVISOR}@{kam.domain}"],
-        "auth_users": {CONTROLLER: kam.users[CONTROLLER], SUPERVISOR: kam.users[SUPERVISOR]},
+        "allow_from": [f"sip:{u}@{kam.domain}" for u in listed],
+        "auth_users": {u: kam.users[u] for u in listed},
         # sipp 3.6 answers only the first challenge, and only with MD5 ("createAuthHeader:
         # authentication must use MD5"), so this phone offers MD5 alone.
         "auth_algorithms": ["MD5"],
@@ -59,6 +64,13 @@ def _phone(
     )
     phone.wait_state("registered", 15)
     return phone
+
+
+def _phone(
+    phones: Callable[..., PhoneProcess], kam: Kamailio, user: str, tmp_path: Path
+) -> PhoneProcess:
+    """A registered phone that lets CONTROLLER and SUPERVISOR act from outside its calls."""
+    return listed_phone(phones, kam, user, tmp_path, CONTROLLER, SUPERVISOR)
 
 
 def _send_udp(message: bytes, port: int) -> bytes:
