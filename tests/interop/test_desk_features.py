@@ -256,3 +256,27 @@ def test_anonymous_call_carries_no_identifying_header(
         "subject",
         "p-preferred-identity",
     }
+
+
+def test_group_and_directed_pickup_dial_the_feature_codes(
+    kamailio: Kamailio, phones: Callable[..., PhoneProcess], tmp_path: Path
+) -> None:
+    """Pickup by PBX feature code: the INVITE goes to the code (the lab Kamailio has no pickup
+    service, so it answers 404 - the point is what the phone dialled)."""
+    phone = desk_phone(
+        phones,
+        kamailio,
+        "1073",
+        tmp_path,
+        {"blf": {"group_pickup_code": "*8", "pickup_code": "**"}},
+    )
+    code, group = phone.post("/api/pickup", {})
+    assert code == 201 and group["target"] == "*8", group
+    done = phone.wait_call(
+        lambda c: c["id"] == group["call"] and c["state"] == "ended", 10, "group pickup"
+    )
+    assert done["remote"] == "sip:*8@127.0.0.1" and done["end_status"] == 404
+    code, directed = phone.post("/api/pickup", {"extension": "1062"})
+    assert code == 201 and directed["target"] == "**1062", directed
+    code, err = phone.post("/api/pickup", {"extension": "10 62"})
+    assert code == 400 and "extension" in err["error"]
