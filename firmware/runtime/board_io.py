@@ -30,6 +30,7 @@ from board.keys import KeyInterpreter
 from board.leds import Cadence, LedDriver
 from board.ports import LED_MODES, LED_NAMES, Clock, KeyEdge, KeyEvent, LedMode
 from board.profile import AudioDevices, load_profile
+from board.sim import SimKeypad
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,15 @@ class BoardIO:
         if nxt < now:  # fell behind (loop was busy): skip missed scans, keep the grid
             nxt += interval * int((now - nxt) / interval + 1)
         self._schedule_poll(nxt, interval)
+
+    def tap(self, key: str, hold: float = 0.1) -> None:
+        """Press a key of the simulated keypad for `hold` seconds (a terminal reports no key-up,
+        and a 0 ms tap would be filtered as a glitch); hold >= 0.8 s is a long press."""
+        pad = self.board.keypad
+        if not isinstance(pad, SimKeypad) or self._loop is None:
+            raise RuntimeError("tap() needs the simulated keypad of a started board")
+        pad.press(key)
+        self._loop.call_later(hold, pad.release, key)
 
     # ----- outputs -------------------------------------------------------------------------
     def show(self, lines: list[str]) -> None:

@@ -171,3 +171,20 @@ def test_audio_devices_per_path_come_from_the_profile(factory: MockFactory) -> N
         assert open_board("sim", lambda e: None).audio_devices("handset") is None
     finally:
         io.board.close()
+
+
+async def test_tap_on_the_simulated_keypad_is_a_clean_press() -> None:
+    events: list[KeyEvent] = []
+    io = open_board("sim", events.append)
+    await io.start()
+    try:
+        io.tap("DIGIT_4")
+        io.tap("REDIAL", hold=0.9)
+        await until(lambda: len(events) == 5)
+        assert sorted((e.key, e.kind) for e in events) == [
+            ("DIGIT_4", "press"), ("DIGIT_4", "release"),
+            ("REDIAL", "long_press"), ("REDIAL", "press"), ("REDIAL", "release")]
+    finally:
+        await io.close()
+    with pytest.raises(RuntimeError, match="simulated keypad of a started board"):
+        open_board("sim", events.append).tap("OK")
