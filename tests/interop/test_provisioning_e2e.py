@@ -9,13 +9,19 @@ Kamailio users 1101-1120 (provisioning range).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 from tests.interop.kamailio import Kamailio
+from tests.interop.phone import ROOT, TOKEN, PhoneProcess, free_port
 from tests.interop.provisioning_lab import BootstrapPhone, Lab, send_check_sync, tamper
 
 
@@ -170,3 +176,69 @@ def test_wrong_client_certificate_and_offline_keep_last_known_good(
         assert "cannot fetch" in prov["last_error"] or "TLS" in prov["last_error"]
     finally:
         again.terminate()
+
+
+def _cli(*args: str) -> str:
+    """Run a fleet tool the way an admin does (python -m keeps it independent of entry points)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def test_fleet_tools_flash_serve_and_a_phone_from_its_boot_partition(
+    tmp_path: Path, kamailio: Kamailio
+) -> None:
+    """Acceptance 1 with the admin's commands: init, add-device, flash into a boot directory,
+    render, serve; the phone started from that bootstrap registers with the provisioned
+    credentials (user 1105)."""
+    fleet, boot, state = tmp_path / "fleet", tmp_path / "bootfs", tmp_path / "state"
+    boot.mkdir()
+    sip_port, api_port, https_port = free_port(), free_port(), free_port()
+    _cli("tools.provision.cli", "init", str(fleet), "--host", "127.0.0.1")
+    common = {
+        "sip": {"listen": [f"udp:127.0.0.1:{sip_port}"], "retry_base": 1.0},
+        "api": {"listen": f"127.0.0.1:{api_port}", "token": TOKEN},
+    }
+    (fleet / "config" / "common.toml").write_bytes(tomli_w.dumps(common).encode())
+    host, port = kamailio.udp_addr
+    account = (
+        f"id=line1,user=1105,password={kamailio.users['1105']},domain={kamailio.domain},"
+        f"registrar=sip:{host}:{port}"
+    )
+    _cli("tools.provision.cli", "add-device", str(fleet), "--id", "desk-1105", "--account", account)
+    url = f"https://127.0.0.1:{https_port}"
+    _cli("tools.flash.cli", str(fleet), "--id", "desk-1105", "--url", url, "--no-firmware",
+         "--state-dir", str(state), "--boot", str(boot))
+    _cli("tools.provision.cli", "render", str(fleet))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tools.provision.cli", "serve", str(fleet), "--listen",
+         f"127.0.0.1:{https_port}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=(tmp_path / "serve.log").open("w"), text=True,
+    )
+    phone: PhoneProcess | None = None
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith("serving https://127.0.0.1:")
+        phone = PhoneProcess.__new__(PhoneProcess)
+        phone.api_port, phone.log_path, phone.env = api_port, tmp_path / "phone.log", {}
+        phone._log = phone.log_path.open("ab")
+        phone.proc = subprocess.Popen(
+            [sys.executable, "-m", "firmware", "run", "--bootstrap",
+             str(boot / "deskphone" / "bootstrap.toml")],
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=phone._log, stderr=subprocess.STDOUT,
+        )
+        reg = phone.wait_state("registered", 20)
+        assert reg["aor"] == f"sip:1105@{kamailio.domain}"
+        assert kamailio.contacts(f"sip:1105@{kamailio.domain}")
+        prov = phone.wait_for(lambda s: s["provisioning"]["source"] == "server", 10)
+        assert prov["provisioning"]["serial"] == 1
+        table = json.loads(_cli("tools.provision.cli", "status", str(fleet), "--json"))
+        assert "desk-1105" in json.dumps(table) and "registered" in json.dumps(table)
+    finally:
+        if phone is not None and phone.proc is not None:
+            phone.terminate()
+        server.send_signal(signal.SIGTERM)
+        server.wait(10)
