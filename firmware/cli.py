@@ -42,6 +42,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _cmd_factory_reset(args: argparse.Namespace) -> int:
+    from firmware.runtime.provisioning_client import cmd_factory_reset
+
+    return cmd_factory_reset(args.bootstrap, args.state_dir, args.reason)
+
+
 def _cmd_sip_check(args: argparse.Namespace) -> int:
     from firmware.sip.describe import describe
 
@@ -70,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", help="with --bootstrap: where provisioning state is kept")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=_cmd_run)
+    reset = sub.add_parser("factory-reset", help="wipe the provisioned config (keeps identity)")
+    reset.add_argument("--bootstrap", required=True, help="bootstrap.toml of this phone")
+    reset.add_argument("--state-dir", help="provisioning state directory (if not the default)")
+    reset.add_argument("--reason", required=True, help="why (kept and shown in status)")
+    reset.set_defaults(func=_cmd_factory_reset)
     check = sub.add_parser("sip-check", help="show how the phone reads raw SIP message files")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.set_defaults(func=_cmd_sip_check)
