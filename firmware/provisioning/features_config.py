@@ -51,10 +51,14 @@ class FeaturesConfig:
     mwi_uri: str | None = None  # message-summary resource; default: our own AOR
     dnd: bool = False
     dnd_status: int = 486
+    dnd_on_code: str | None = None  # server-side DND: dial this to switch it on at the PBX
+    dnd_off_code: str | None = None
     forward_always: str | None = None
     forward_busy: str | None = None
     forward_no_answer: str | None = None
     forward_no_answer_after: float = 20.0
+    # Server-side forwarding: mode -> (code dialled with the target appended, code to cancel)
+    forward_codes: dict[str, tuple[str, str]] = field(default_factory=dict)
     intercom_enabled: bool = True
     intercom_allow: tuple[str, ...] = ()
     intercom_max_delay: float = 10.0
@@ -154,10 +158,15 @@ def parse_features(top: _Section, file: str) -> FeaturesConfig:
     mwi.finish()
 
     dnd = _Section(file, "dnd", top.get("dnd", dict, {}))
-    dnd_on = dnd.get("enabled", bool, False)
+    dnd_on_flag = dnd.get("enabled", bool, False)
     dnd_status = dnd.get("status", int, 486)
     if dnd_status not in (486, 603, 480):
         raise dnd.error("status", "must be 486 (Busy Here), 603 (Decline) or 480")
+    dnd_on, dnd_off = _code(dnd, "on_code", None), _code(dnd, "off_code", None)
+    if (dnd_on is None) != (dnd_off is None):
+        raise dnd.error(
+            "on_code" if dnd_on is None else "off_code", "on_code and off_code go together"
+        )
     dnd.finish()
 
     fwd = _Section(file, "forward", top.get("forward", dict, {}))
@@ -169,6 +178,15 @@ def parse_features(top: _Section, file: str) -> FeaturesConfig:
         _opt_target(fwd, "busy"),
         _opt_target(fwd, "no_answer"),
     )
+    codes_raw = _Section(file, "forward.codes", fwd.get("codes", dict, {}))
+    codes: dict[str, tuple[str, str]] = {}
+    for mode in ("always", "busy", "no_answer"):
+        on, off = _code(codes_raw, mode, None), _code(codes_raw, f"{mode}_off", None)
+        if (on is None) != (off is None):
+            raise codes_raw.error(mode if on is None else f"{mode}_off", "set both or neither")
+        if on is not None and off is not None:
+            codes[mode] = (on, off)
+    codes_raw.finish()
     fwd.finish()
 
     ic = _Section(file, "intercom", top.get("intercom", dict, {}))
@@ -198,8 +216,11 @@ def parse_features(top: _Section, file: str) -> FeaturesConfig:
         mwi_subscribe=mwi_subscribe,
         mwi_expires=mwi_expires,
         mwi_uri=mwi_uri,
-        dnd=dnd_on,
+        dnd=dnd_on_flag,
         dnd_status=dnd_status,
+        dnd_on_code=dnd_on,
+        dnd_off_code=dnd_off,
+        forward_codes=codes,
         forward_always=always,
         forward_busy=busy,
         forward_no_answer=no_answer,

@@ -107,6 +107,9 @@ class DeskFeatures:
         self.privacy = PrivacyService(phone.calls, privacy=cfg.privacy)
         self._task: asyncio.Task[None] | None = None
         self.beeped: list[str] = []  # auto-answered calls the warning beep was played into
+        # Server-side DND / forwarding (feature codes dialled to the PBX): what we asked for.
+        self.dnd_server = False
+        self.forward_server: dict[str, str | None] = {}
 
     # ----- trust and addressing ----------------------------------------------------------------
     def from_registrar(self, peer: Hashable) -> bool:
@@ -213,18 +216,38 @@ class DeskFeatures:
         return {"action": action, "call": call.id, "target": target}
 
     def set_dnd(self, enabled: bool) -> dict[str, Any]:
+        """Local DND (486/603 here), or the PBX's when ``[dnd] on_code/off_code`` are set."""
+        if self.cfg.dnd_on_code and self.cfg.dnd_off_code:
+            code = self.cfg.dnd_on_code if enabled else self.cfg.dnd_off_code
+            placed = self._dial(code, self.default_account, "feature_code")
+            self.dnd_server = enabled
+            log.info("DND %s at the PBX (%s)", "on" if enabled else "off", code)
+            return {"dnd": enabled, "feature_call": placed["call"]}
         self.incoming.config.dnd = enabled
         log.info("DND %s", "on" if enabled else "off")
         return {"dnd": enabled}
 
     def set_forward(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Local forwarding (302 here), or per mode the PBX's with ``[forward.codes]``."""
         cfg = self.incoming.config
         for mode in ("always", "busy", "no_answer"):
             if mode in changes:
                 value = changes[mode]
                 if value is not None and (not isinstance(value, str) or not value.strip()):
                     raise ActionError(400, f'"{mode}" must be a number, a sip: URI or null')
-                setattr(cfg, f"forward_{mode}", value.strip() if value else None)
+                value = value.strip() if value else None
+                if (
+                    value is not None
+                    and value.startswith(("sip:", "sips:"))
+                    and (mode in self.cfg.forward_codes)
+                ):
+                    raise ActionError(400, f'"{mode}" is forwarded by feature code: give a number')
+                if mode in self.cfg.forward_codes:
+                    on, off = self.cfg.forward_codes[mode]
+                    self._dial(f"{on}{value}" if value else off, self.default_account, "code")
+                    self.forward_server[mode] = value
+                    continue
+                setattr(cfg, f"forward_{mode}", value)
         if "no_answer_after" in changes:
             after = changes["no_answer_after"]
             if (
@@ -234,7 +257,7 @@ class DeskFeatures:
             ):
                 raise ActionError(400, '"no_answer_after" must be 1..300 seconds')
             cfg.forward_no_answer_after = float(after)
-        return {"forward": self.incoming.forward_status()}
+        return {"forward": {**self.incoming.forward_status(), **self.forward_server}}
 
     def park(self, call_id: str) -> dict[str, Any]:
         """Park a call: blind transfer (REFER) to the park URI or the park feature code."""
@@ -279,7 +302,7 @@ class DeskFeatures:
         return {
             "blf": self.blf.status(),
             "mwi": self.mwi.status(),
-            "dnd": self.incoming.config.dnd,
-            "forward": self.incoming.forward_status(),
+            "dnd": self.incoming.config.dnd or self.dnd_server,
+            "forward": {**self.incoming.forward_status(), **self.forward_server},
             "incoming_diverted": self.incoming.refused,
         }

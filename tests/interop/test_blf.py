@@ -102,6 +102,7 @@ def test_blf_follows_a_monitored_line_and_picks_up_while_it_rings(
     callee.wait_event("CALL_INCOMING", 10)
     status = watcher.wait_for(state_is("ringing"), 10, "BLF ringing")
     assert blf_of(status)["led"] == "fast_flash"
+    assert "1063" in (blf_of(status)["caller"] or ""), blf_of(status)  # who rings 1062
     callee.answer()
     status = watcher.wait_for(state_is("talking"), 10, "BLF talking")
     assert blf_of(status)["led"] == "on"

@@ -280,3 +280,34 @@ def test_group_and_directed_pickup_dial_the_feature_codes(
     assert code == 201 and directed["target"] == "**1062", directed
     code, err = phone.post("/api/pickup", {"extension": "10 62"})
     assert code == 400 and "extension" in err["error"]
+
+
+def test_server_side_dnd_and_forwarding_dial_feature_codes(
+    kamailio: Kamailio, phones: Callable[..., PhoneProcess], tmp_path: Path
+) -> None:
+    """With feature codes configured, DND and forwarding are the PBX's: the phone dials the
+    code (with the target appended) instead of refusing/redirecting calls itself."""
+    phone = desk_phone(
+        phones,
+        kamailio,
+        "1074",
+        tmp_path,
+        {
+            "dnd": {"on_code": "*78", "off_code": "*79"},
+            "forward": {"codes": {"always": "*72", "always_off": "*73"}},
+        },
+    )
+
+    def dialled() -> list[str]:
+        return [c["remote"] for c in phone.status()["calls"]]
+
+    assert phone.post("/api/dnd", {"enabled": True})[0] == 200
+    code, body = phone.post("/api/forward", {"always": "1070"})
+    assert code == 200 and body["forward"]["always"] == "1070"
+    code, body = phone.post("/api/forward", {"always": None})
+    assert code == 200 and body["forward"]["always"] is None
+    status = phone.wait_for(lambda s: len(s["calls"]) == 3, 5, "three feature-code calls")
+    assert dialled() == ["sip:*78@127.0.0.1", "sip:*721070@127.0.0.1", "sip:*73@127.0.0.1"]
+    assert status["dnd"] is True  # as asked of the PBX; the phone itself refuses nothing
+    code, err = phone.post("/api/forward", {"always": "sip:1070@elsewhere"})
+    assert code == 400 and "feature code" in err["error"]
