@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
 from firmware.sip.auth import HASHES, AuthParseError, compute_response, parse_challenges
 from firmware.sip.errors import SipParseError
-from firmware.sip.headers import parse_name_addr
+from firmware.sip.headers import parse_name_addr, split_list
 from firmware.sip.ids import IdSource
 from firmware.sip.message import SipRequest
 from firmware.sip.uri import URI, SipURI
@@ -177,6 +177,10 @@ class Authoriser:
     realm: str = "deskphone"
     allow_md5: bool = True
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    # RFC 3325: believe P-Asserted-Identity instead of challenging, only when switched on and
+    # only on a request from the registrar/proxy flow (``trusted(peer)``, set by the runtime).
+    trust_asserted: bool = False
+    trusted: Callable[[Hashable], bool] | None = None
 
     def __post_init__(self) -> None:
         self.digest = DigestServer(
@@ -192,8 +196,37 @@ class Authoriser:
     def listed(self, uri: URI) -> bool:
         return any(same_identity(uri, allowed) for allowed in self._allowed)
 
-    def authenticate(self, request: SipRequest, now: float, what: str) -> str:
-        """Check a listed, Digest-proven requester; returns its identity, else `NotAuthorised`."""
+    def asserted(self, request: SipRequest, peer: Hashable | None) -> URI | None:
+        """The P-Asserted-Identity, when we trust assertions and the request came over the
+        registrar/proxy flow (RFC 3325 section 8; T25); else None."""
+        if not self.trust_asserted or peer is None or self.trusted is None:
+            return None
+        values = request.headers.get_raw("P-Asserted-Identity")
+        if not values or not self.trusted(peer):
+            return None
+        try:
+            return parse_name_addr(split_list(values[0])[0]).uri
+        except (SipParseError, IndexError):
+            return None
+
+    def identity(self, request: SipRequest, peer: Hashable | None = None) -> URI:
+        """Who asks: the trusted asserted identity, else the From URI (a claim to prove)."""
+        return self.asserted(request, peer) or request.from_.uri
+
+    def listed_request(self, request: SipRequest, peer: Hashable | None = None) -> bool:
+        return self.listed(self.identity(request, peer))
+
+    def authenticate(
+        self, request: SipRequest, now: float, what: str, peer: Hashable | None = None
+    ) -> str:
+        """Check a listed requester, proven by Digest or asserted by the registrar flow;
+        returns its identity, else `NotAuthorised`."""
+        asserted = self.asserted(request, peer)
+        if asserted is not None:
+            if not self.listed(asserted):
+                raise NotAuthorised(403, f"{what} not authorised")
+            log.info("%s from %s authorised (asserted by the registrar flow)", what, asserted)
+            return str(asserted)
         requester = request.from_.uri
         if not self.listed(requester):
             raise NotAuthorised(403, f"{what} not authorised")

@@ -95,10 +95,11 @@ class JoinService:
             target = join_of(request)
             if target is None:
                 return False
-            if not self.auth.listed(request.from_.uri):  # strangers learn nothing (T12)
+            peer = server_tx.peer
+            if not self.auth.listed_request(request, peer):  # strangers learn nothing (T12)
                 raise ReplacesRefused(403, "Join not authorised")
             old = self._match(target)
-            self.auth.authenticate(request, now, "Join")
+            self.auth.authenticate(request, now, "Join", peer)
         except ReplacesRefused as e:
             log.info("INVITE with Join refused: %d %s", e.status, e.reason)
             self.calls.ua.respond(server_tx, request, e.status, e.reason, now)

@@ -492,9 +492,10 @@ class TransferService:
             auth = self.auth
             assert auth is not None
             if not peer_over_tls:
-                if not auth.listed(request.from_.uri) and call is not None and not tls:
+                peer = server_tx.peer
+                if not auth.listed_request(request, peer) and call is not None and not tls:
                     raise ReferRefused(403, "Out-of-dialog REFER needs TLS or a listed identity")
-                auth.authenticate(request, now, "REFER outside a dialog")
+                auth.authenticate(request, now, "REFER outside a dialog", peer)
             key = (request.call_id, request.from_.tag or "", request.cseq.number)
             if key in self._ood_seen:
                 raise ReferRefused(500, "REFER already acted on")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from firmware.call.authorise import Authoriser, NotAuthorised, same_identity
 from firmware.sip.errors import SipParseError
@@ -148,7 +148,7 @@ class ReplacesService:
             if target is None:
                 return False
             old = self._match(target)
-            self._authorise(old, request, now)
+            self._authorise(old, request, now, server_tx.peer)
         except ReplacesRefused as e:
             log.info("INVITE with Replaces refused: %d %s", e.status, e.reason)
             self.calls.ua.respond(server_tx, request, e.status, e.reason, now)
@@ -200,7 +200,7 @@ class ReplacesService:
             return call
         raise ReplacesRefused(481, "Replaced dialog does not exist")
 
-    def _authorise(self, old: Call, request: SipRequest, now: float) -> None:
+    def _authorise(self, old: Call, request: SipRequest, now: float, source: Any = None) -> None:
         """The replaced dialog's peer, a Referred-By naming it, or a listed identity proven by
         our Digest challenge (401 first, `NotAuthorised`); everyone else 403 (T7)."""
         dialog = old.session.dialog
@@ -216,8 +216,8 @@ class ReplacesService:
             except SipParseError:
                 pass
         assert self.auth is not None
-        if self.auth.listed(requester):
-            self.auth.authenticate(request, now, "Replaces")
+        if self.auth.listed_request(request, source):
+            self.auth.authenticate(request, now, "Replaces", source)
             return
         raise ReplacesRefused(403, "Not authorised to replace this call")
 

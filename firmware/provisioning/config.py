@@ -137,6 +137,7 @@ class TransferConfig:
     norefersub: bool = True  # REFER with Refer-Sub: false to a GRUU peer that supports it
     notify_timeout: float = 32.0  # transferor gives up waiting for the final NOTIFY (seconds)
     auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # our Digest challenges, preferred first
+    trust_asserted_identity: bool = False  # P-Asserted-Identity from the registrar flow suffices
 
 
 @dataclass(frozen=True)
@@ -313,6 +314,7 @@ def _parse_transfer(top: _Section, file: str) -> TransferConfig:
         norefersub=tr.get("norefersub", bool, True),
         notify_timeout=timeout,
         auth_algorithms=tuple(algorithms),
+        trust_asserted_identity=tr.get("trust_asserted_identity", bool, False),
     )
     tr.finish()
     return cfg

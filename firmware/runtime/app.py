@@ -111,6 +111,7 @@ class Phone:
             tr.auth_users,
             allow_md5=config.sip.allow_md5,
             algorithms=tr.auth_algorithms,
+            trust_asserted=tr.trust_asserted_identity,
         )
         self.transfers = TransferService(
             self.calls,
@@ -137,6 +138,8 @@ class Phone:
         from firmware.runtime.desk_features import DeskFeatures
 
         self.desk = DeskFeatures(self)
+        # [transfer] trust_asserted_identity: PAI counts only on the registrar/proxy flow (T25)
+        self.authoriser.trusted = self.desk.from_registrar
         # the phone's screens and keys on the [board] (firmware/ui via runtime/ui_driver.py)
         self.ui: UiDriver | None = UiDriver(self)
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from firmware.call.authorise import NONCE_TTL, NONCE_USES, DigestServer, NotAuthorised
+from firmware.call.authorise import (
+    NONCE_TTL,
+    NONCE_USES,
+    Authoriser,
+    DigestServer,
+    NotAuthorised,
+)
 from firmware.sip.auth import DigestClient, DigestCredentials
 from firmware.sip.ids import SeededIds
 from firmware.sip.message import SipRequest, SipResponse, make_request, make_response
@@ -201,3 +207,34 @@ def test_t1_in_call_refer_is_unaffected_by_the_allow_list() -> None:
     assert a.transfers.transfer(a_id, "sip:c@192.0.2.3", net.now)
     net.pump()
     assert len(requests(net.phones["c"], "INVITE")) == 1
+
+
+def test_asserted_identity_counts_only_when_trusted_and_from_the_registrar_flow() -> None:
+    """RFC 3325 / T25: PAI replaces the challenge only on the registrar flow, when configured."""
+    pai = _request(1)
+    pai.headers.add("P-Asserted-Identity", "<sip:x@192.0.2.66>")
+    pai.headers.set("From", "<sip:someone@192.0.2.99>;tag=t1")
+
+    def registrar(peer: object) -> bool:
+        return peer == "registrar"
+
+    trusting = Authoriser(
+        SeededIds("a"), ("sip:x@192.0.2.66",), USERS, trust_asserted=True, trusted=registrar
+    )
+    assert trusting.authenticate(pai, 0.0, "REFER", "registrar") == "sip:x@192.0.2.66"
+    assert trusting.listed_request(pai, "registrar")
+    # The same request from anywhere else: the From identity is not listed -> 403.
+    with pytest.raises(NotAuthorised) as e:
+        trusting.authenticate(pai, 0.0, "REFER", "somewhere")
+    assert e.value.status == 403
+    # Not switched on: the header is ignored even on the registrar flow.
+    strict = Authoriser(SeededIds("a"), ("sip:x@192.0.2.66",), USERS, trusted=registrar)
+    with pytest.raises(NotAuthorised) as e:
+        strict.authenticate(pai, 0.0, "REFER", "registrar")
+    assert e.value.status == 403
+    # An asserted identity that is not listed is refused too.
+    other = _request(2)
+    other.headers.add("P-Asserted-Identity", "<sip:mallory@192.0.2.66>")
+    with pytest.raises(NotAuthorised) as e:
+        trusting.authenticate(other, 0.0, "REFER", "registrar")
+    assert e.value.status == 403

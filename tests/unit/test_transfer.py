@@ -42,6 +42,7 @@ def test_transfer_config_defaults_and_values() -> None:
     assert default.auth_algorithms == ("SHA-256", "MD5")
     md5 = parse_config({**BASE, "transfer": {"auth_algorithms": ["MD5"]}}).transfer
     assert md5.auth_algorithms == ("MD5",)
+    assert default.trust_asserted_identity is False
     auth = parse_config(
         {
             **BASE,
