@@ -11,6 +11,7 @@ Layout of ``<state_dir>/provisioning/`` (every file replaced atomically, see fil
   retried until the server issues a newer one.
 * ``local.toml``     - changes made on the phone itself, layered over the provisioned config and
   kept separate so a re-provisioning does not wipe them.
+* ``reset.json``     - ``{"at", "reason", "removed"}`` of the last factory reset (shown in status).
 
 Documents are stored as received (signed, secrets still encrypted), so no plaintext password
 ever rests on disk; they are verified again and decrypted at every start.
@@ -212,6 +213,22 @@ class ConfigStore:
         self._write("rejected.json", {"serial": serial, "reason": reason}, "config:reject")
         atomic_remove(self.dir / "trial.json")
         atomic_remove(self.dir / "candidate.json")
+
+    def factory_reset(self, reason: str, now: float) -> list[str]:
+        """Wipe the provisioned config, trial state and local changes; keep the device identity
+        (bootstrap keys live elsewhere) and the anti-rollback floor (a reset must not reopen
+        replays). The reason is kept and shown in status until the next reset."""
+        removed = []
+        for name in ("good.json", "candidate.json", "trial.json", "rejected.json", "local.toml"):
+            if (self.dir / name).exists():
+                atomic_remove(self.dir / name)
+                removed.append(name)
+        self._write("reset.json", {"at": now, "reason": reason, "removed": removed}, "config:reset")
+        log.warning("factory reset (%s): removed %s", reason, ", ".join(removed) or "nothing")
+        return removed
+
+    def last_reset(self) -> dict[str, Any] | None:
+        return self._read("reset.json")
 
     def has_good(self) -> bool:
         return (self.dir / "good.json").is_file()

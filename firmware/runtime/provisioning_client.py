@@ -173,6 +173,7 @@ class ProvisioningService:
             "last_sync": self.last_sync,
             "last_error": self.last_error,
             "rejected": rejected,
+            "factory_reset": self.store.last_reset(),
             "firmware": self.firmware(),
             "firmware_slots": _slots_status(),
             "server": self.boot.url,
@@ -468,3 +469,23 @@ def cmd_run_bootstrap(path: str, state_dir: str | None, log_level: str | None) -
     except OSError as e:
         print(f"deskphone: {e}", file=sys.stderr)
         return 1
+
+
+def cmd_factory_reset(path: str, state_dir: str | None, reason: str) -> int:
+    """`deskphone factory-reset --bootstrap B --reason TEXT`: wipe the provisioned config and
+    local changes (identity and anti-rollback floor stay); the next start fetches afresh."""
+    from firmware.provisioning.bootstrap import load_bootstrap
+    from firmware.provisioning.config import ConfigError
+
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    try:
+        boot = load_bootstrap(path, state_dir=state_dir)
+        store = ConfigStore(
+            boot.state_dir, boot.device_id, Keys.from_files(boot.signing_key, boot.secret_key)
+        )
+    except ConfigError as e:
+        print(f"deskphone: bootstrap error: {e}", file=sys.stderr)
+        return 2
+    removed = store.factory_reset(reason, time.time())
+    print(f"factory reset: removed {', '.join(removed) or 'nothing'}; reason: {reason}")
+    return 0

@@ -90,6 +90,24 @@ def test_bootstrap_fetch_register_check_sync(lab: Lab, phone: BootstrapPhone) ->
     assert phone.provisioning()["serial"] == 2
     assert "check-sync from" in phone.log() and "refused" in phone.log()
 
+    # factory reset: the config goes, identity and floor stay; the phone fetches afresh and says so
+    assert phone.terminate() == 0
+    boot = str(lab.boot / "bootstrap.toml")
+    reset = subprocess.run(
+        [sys.executable, "-m", "firmware", "factory-reset", "--bootstrap", boot,
+         "--state-dir", str(lab.state), "--reason", "moved to another desk"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )
+    assert reset.returncode == 0 and "good.json" in reset.stdout, reset.stderr
+    again = lab.phone().start()
+    try:
+        prov = wait_provisioning(again, lambda p: p["source"] == "server", "fetched after reset")
+        assert prov["serial"] == 3 and prov["floor"] == 3
+        assert prov["factory_reset"]["reason"] == "moved to another desk"
+        assert again.status()["device"]["name"] == "Sneaky"
+    finally:
+        again.terminate()
+
 
 @pytest.mark.parametrize("lab", ["1102"], indirect=True)
 def test_bad_documents_are_refused_and_the_phone_keeps_working(

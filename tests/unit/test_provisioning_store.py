@@ -206,3 +206,16 @@ def test_bootstrap_paths_are_relative_and_checked(tmp_path: Path) -> None:
     boot.write_text(boot.read_text().replace("https://", "http://"))
     with pytest.raises(ConfigError, match="provisioning.url"):
         load_bootstrap(boot)
+
+
+def test_factory_reset_wipes_config_keeps_floor_and_says_why(fleet: Fleet, tmp_path: Path) -> None:
+    s = store(fleet, tmp_path)
+    apply(s, fleet.doc(4))
+    s.promote()
+    (s.dir / "local.toml").write_text('[device]\nname = "Mine"\n')
+    removed = s.factory_reset("handed to a new desk", NOW)
+    assert set(removed) == {"good.json", "local.toml"}
+    assert s.startup() is None and s.floor == 4
+    assert s.last_reset() == {"at": NOW, "reason": "handed to a new desk", "removed": removed}
+    with pytest.raises(ProvisioningError, match="older than the applied serial 4"):
+        s.check(fleet.doc(3), NOW)
