@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -52,7 +53,7 @@ from audio.graph import (
     WavFileSink,
     WavFileSource,
 )
-from audio.jitter import JitterBuffer
+from audio.jitter import JitterBuffer, quantile
 from audio.pcm import silence
 from audio.rtcp import RtcpSession
 from audio.rtp import RtpError, RtpPacket, RtpReceiverStats, RtpSender, SymmetricRtpLatch
@@ -65,6 +66,9 @@ from firmware.sip.offer_answer import NegotiatedMedia
 log = logging.getLogger(__name__)
 
 RT_PRIORITY = 10  # SCHED_FIFO priority of the media thread where permitted (low: 1..99)
+# How long the media thread may wait for the GIL while the event loop runs Python (CPython's
+# default is 5 ms: a status request or UI refresh on the loop would delay a send that long).
+GIL_SWITCH_INTERVAL = 0.0005
 MAX_CATCH_UP = 5  # frames: after a longer stall we skip media time instead of bursting
 DTMF_MS = 100  # duration of one digit (RFC 4733 2.5.1.2 suggests >= 40 ms; phones use ~100)
 DTMF_GAP_MS = 60  # audio between digits
@@ -97,8 +101,10 @@ class MediaClock:
 
     The thread asks for real-time scheduling (SCHED_FIFO at `rt_priority`), falling back to a
     raised nice level, and runs without either where that is not permitted: it is what keeps
-    the send interval steady on a loaded machine, never a requirement. The thread exits
-    when no session is left and is started again by the next one.
+    the send interval steady on a loaded machine, never a requirement. For the same reason it
+    shortens the interpreter's GIL switch interval (GIL_SWITCH_INTERVAL, process-wide): a
+    thread waiting for the GIL gets it after at most that long. The thread exits when no
+    session is left and is started again by the next one.
     """
 
     def __init__(self, rt_priority: int = RT_PRIORITY) -> None:
@@ -132,6 +138,8 @@ class MediaClock:
 
     def _run(self) -> None:
         self.scheduling = _raise_priority(self.rt_priority)
+        if sys.getswitchinterval() > GIL_SWITCH_INTERVAL:
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         wake = self._wake
         monotonic = time.monotonic
         while True:
@@ -680,13 +688,12 @@ class MediaSession:
         """Per-call media statistics (the `media` object of a call in /api/status)."""
         with self.clock.lock:
             out = self._stats()
-            late = np.fromiter(self._lateness, float) * 1000.0 if self._lateness else None
-        if late is not None:  # the percentiles outside the lock: ticks need not wait for them
-            p50, p99 = np.percentile(late, [50, 99])
+            late = deque(self._lateness)
+        if late:  # outside the lock: ticks need not wait (the UI asks for this every second)
             out["tick_late_ms"] = {
-                "p50": round(float(p50), 3),
-                "p99": round(float(p99), 3),
-                "max": round(float(late.max()), 3),
+                "p50": round(quantile(late, 0.5) * 1000.0, 3),
+                "p99": round(quantile(late, 0.99) * 1000.0, 3),
+                "max": round(max(late) * 1000.0, 3),
             }
         return out
 
