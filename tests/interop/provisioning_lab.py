@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +50,46 @@ class ConfigServerThread:
         self.thread.join(5)
 
 
+class NginxServer:
+    """The same tree served by a real nginx with the fleet tool's mTLS config (acceptance 2)."""
+
+    def __init__(self, fleet: Fleet, root: Path) -> None:
+        from tests.conftest import require_tool
+        from tools.provision.cli import main as provision_main
+
+        nginx = require_tool("nginx")
+        self.port = free_port()
+        conf = root / "nginx" / "nginx.conf"
+        args = ["nginx-config", str(fleet.root), "--out", str(conf)]
+        args += ["--listen", f"127.0.0.1:{self.port}"]
+        if os.geteuid() == 0:
+            args += ["--user", "root"]  # workers must read the tree under pytest's 0700 dirs
+        assert provision_main(args) == 0
+        self.prefix = conf.parent / "nginx-run"
+        self.proc = subprocess.Popen(
+            [nginx, "-p", str(self.prefix), "-c", str(conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:  # bounded wait for the listener (nginx has no readiness signal)
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("nginx did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGQUIT)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 class Lab:
     """One fleet with one device (Kamailio user ``user``) and its bootstrap directory."""
 
@@ -60,6 +101,7 @@ class Lab:
         *,
         trial_timeout: float = 4.0,
         resync_interval: float = 3600.0,
+        server: str = "serve",
     ) -> None:
         self.root = root
         self.kamailio = kamailio
@@ -93,7 +135,9 @@ class Lab:
             x25519_public_pem=doc.public_pem(secret.public_key()),
             flashed_to=str(self.boot),
         )
-        self.server = ConfigServerThread(self.fleet)
+        self.server: ConfigServerThread | NginxServer = (
+            NginxServer(self.fleet, root) if server == "nginx" else ConfigServerThread(self.fleet)
+        )
         self.trial_timeout = trial_timeout
         self.resync_interval = resync_interval
         self.write_bootstrap()

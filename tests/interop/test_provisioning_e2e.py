@@ -260,3 +260,30 @@ def test_fleet_tools_flash_serve_and_a_phone_from_its_boot_partition(
             phone.terminate()
         server.send_signal(signal.SIGTERM)
         server.wait(10)
+
+
+def test_the_same_tree_from_nginx_provisions_the_phone(tmp_path: Path, kamailio: Kamailio) -> None:
+    """Acceptance 2 from the phone's side: nginx (mTLS config from the fleet tool) instead of
+    `deskphone-provision serve`; fetch, register, central change + check-sync (user 1106)."""
+    lab = Lab(tmp_path, kamailio, "1106", server="nginx")
+    phone = lab.phone()
+    try:
+        phone.start()
+        phone.wait_state("registered", 15)
+        prov = wait_provisioning(phone, lambda p: p["source"] == "server", "first config")
+        assert prov["serial"] == 1 and prov["server"].endswith(str(lab.server.port))
+        lab.set_device_layer(device={"name": "Via nginx"})
+        assert lab.render() == 2
+        check_sync_via_kamailio(lab)
+        phone.wait_for(lambda s: s["device"]["name"] == "Via nginx", 8, "applied from nginx")
+        # unchanged: nginx answers 304 to the ETag, nothing is re-applied
+        seen = phone.log().count("document unchanged (304)")
+        check_sync_via_kamailio(lab)
+        phone.wait_for(
+            lambda s: phone.log().count("document unchanged (304)") > seen, 8, "304 from nginx"
+        )
+        assert phone.provisioning()["serial"] == 2
+    finally:
+        if phone.proc is not None:
+            phone.terminate()
+        lab.server.stop()
