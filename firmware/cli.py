@@ -84,24 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("sip-check", help="show how the phone reads raw SIP message files")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.set_defaults(func=_cmd_sip_check)
+    from tools import demo as demo_tool  # config only until it runs: cheap to import
+    from tools import sim as sim_tool  # curses + config only: cheap to import
+
     demo = sub.add_parser(
         "demo", help="scripted demo: three simulated phones call each other on loopback"
     )
-    demo.add_argument("--out", default="demo-out", help="directory for the WAV recordings")
-    demo.add_argument("--log-level", default="WARNING", help="log level of the phones")
-    demo.set_defaults(func=_cmd_demo)
-    from tools import sim as sim_tool  # curses + config only: cheap to import
+    demo_tool.add_arguments(demo)
+    demo.set_defaults(func=demo_tool.run)
 
     sim = sub.add_parser("sim", help="the phone on the simulated board in this terminal (curses)")
     sim_tool.add_arguments(sim)
     sim.set_defaults(func=sim_tool.run)
     return parser
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from tools.demo import run  # the whole phone stack: only imported when asked for
-
-    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

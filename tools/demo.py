@@ -31,11 +31,13 @@ import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from board.charset import plain
 from firmware.provisioning.config import parse_config
-from firmware.runtime.app import Phone
+
+if TYPE_CHECKING:
+    from firmware.runtime.app import Phone
 
 log = logging.getLogger("deskphone.demo")
 
@@ -89,11 +91,22 @@ class Check:
 
 
 @dataclass
+class Pbx:
+    """`--registrar`: register the three phones there and call through it."""
+
+    registrar: str
+    domain: str
+    accounts: list[tuple[str, str]]  # (user, password) for Alice, Bob, Carol
+
+
+@dataclass
 class Demo:
     """The three phones, the printer and the checks."""
 
     out: Path
     echo: Callable[[str], None] = print
+    pbx: Pbx | None = None
+    numbers: dict[str, str] = field(default_factory=lambda: dict(NUMBERS))
     phones: dict[str, Phone] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     ladder: list[str] = field(default_factory=list)
@@ -104,17 +117,37 @@ class Demo:
     async def start(self) -> None:
         ports = {name: _free_udp_port() for name in NUMBERS}
         state = Path(tempfile.mkdtemp(prefix="deskphone-demo-"))
+        accounts: dict[str, list[dict[str, Any]]] = {name: [] for name in NUMBERS}
+        if self.pbx is not None:
+            for name, (user, password) in zip(NUMBERS, self.pbx.accounts, strict=True):
+                self.numbers[name] = user
+                accounts[name] = [
+                    {
+                        "user": user,
+                        "password": password,
+                        "domain": self.pbx.domain,
+                        "registrar": self.pbx.registrar,
+                        "display_name": name,
+                    }
+                ]
         for name in NUMBERS:
             tone = self.out / f"{name.lower()}-says.wav"
             _tone_wav(tone, TONES[name])
             directory = [
-                {"name": other, "number": n, "uri": f"sip:{other.lower()}@127.0.0.1:{ports[other]}"}
-                for other, n in NUMBERS.items()
+                {"name": other, "number": n}
+                if self.pbx is not None
+                else {
+                    "name": other,
+                    "number": n,
+                    "uri": f"sip:{other.lower()}@127.0.0.1:{ports[other]}",
+                }
+                for other, n in self.numbers.items()
                 if other != name
             ]
             config = parse_config(
                 {
                     "device": {"name": name, "state_dir": str(state / name)},
+                    "accounts": accounts[name],
                     "sip": {"listen": [f"udp:127.0.0.1:{ports[name]}"]},
                     "api": {"enabled": False},
                     "audio": {
@@ -127,12 +160,19 @@ class Demo:
                 },
                 file=f"<demo {name}>",
             )
+            from firmware.runtime.app import Phone  # the phone stack, only when the demo runs
+
             phone = Phone(config)
             self.phones[name] = phone
             await phone.start()
             assert phone.ui is not None
             phone.ui.watchers.append(self._printer(name))
             self._trace(name, phone, ports)
+        if self.pbx is not None:
+            await self.until(
+                f"all three phones registered at {self.pbx.registrar}",
+                lambda: all(self.lcd(n)[1] == "Ready" for n in NUMBERS),
+            )
         self.echo(
             f"demo: three phones on 127.0.0.1 ({', '.join(f'{n} :{p}' for n, p in ports.items())})"
         )
@@ -221,6 +261,14 @@ class Demo:
                 f"{n} hears audio ({got} RTP packets)", got >= 10, "" if got >= 10 else "too few"
             )
 
+    async def quiet(self, name: str) -> None:
+        """While held, no audio reaches `name` (the holding phone sends no RTP)."""
+        await asyncio.sleep(TALK_TIME / 3)  # packets already in flight when the hold began
+        before = self._received(name)
+        await asyncio.sleep(TALK_TIME)  # audio (or its absence) needs wall time
+        got = self._received(name) - before
+        self.check(f"{name} hears nothing while held ({got} RTP packets)", got <= 2, "audio leaks")
+
     def _received(self, name: str) -> int:
         total = 0
         for call in self.calls(name):
@@ -238,7 +286,7 @@ class Demo:
         await self.until(
             "Alice's LCD shows the dial screen", lambda: self.lcd("Alice")[0] == "Dial:"
         )
-        self.dial("Alice", NUMBERS["Bob"])
+        self.dial("Alice", self.numbers["Bob"])
         await self.until(
             "Bob's LCD shows Alice calling and his phone rings",
             lambda: self.lcd("Bob")[:2] == ["Incoming call", "Alice"] and self.ui("Bob").ringing,
@@ -260,6 +308,7 @@ class Demo:
             "Alice sees 'On hold', Bob sees he is held",
             lambda: self.lcd("Alice")[0] == "On hold" and self.lcd("Bob")[2] == "Held by Alice",
         )
+        await self.quiet("Bob")  # also gives the hold re-INVITE time to complete everywhere
         self.keys("Alice", "HOLD")
         await self.until(
             "the call is resumed",
@@ -271,7 +320,7 @@ class Demo:
         await self.until(
             "Alice's LCD asks where to transfer", lambda: self.lcd("Alice")[0] == "Transfer to:"
         )
-        self.dial("Alice", NUMBERS["Carol"])
+        self.dial("Alice", self.numbers["Carol"])
         await self.until(
             "Carol's phone rings with Alice",
             lambda: self.lcd("Carol")[:2] == ["Incoming call", "Alice"],
@@ -297,7 +346,7 @@ class Demo:
         await self.until(
             "Carol's LCD asks whom to add", lambda: self.lcd("Carol")[0] == "Conference with:"
         )
-        self.dial("Carol", NUMBERS["Alice"])
+        self.dial("Carol", self.numbers["Alice"])
         await self.until(
             "Alice's phone rings with Carol",
             lambda: self.lcd("Alice")[:2] == ["Incoming call", "Carol"],
@@ -346,9 +395,9 @@ class Demo:
         return "\n".join(lines)
 
 
-async def run_demo(out: Path, echo: Callable[[str], None] = print) -> bool:
+async def run_demo(out: Path, echo: Callable[[str], None] = print, pbx: Pbx | None = None) -> bool:
     out.mkdir(parents=True, exist_ok=True)
-    demo = Demo(out, echo)
+    demo = Demo(out, echo, pbx)
     try:
         await demo.start()
         ok = await asyncio.wait_for(demo.run(), 60)
@@ -378,11 +427,34 @@ def main(argv: list[str] | None = None) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo-out", help="directory for the WAV recordings")
     parser.add_argument("--log-level", default="WARNING", help="log level of the phones")
+    parser.add_argument(
+        "--registrar", help="call through this PBX instead of directly (sip: URI of the registrar)"
+    )
+    parser.add_argument(
+        "--domain", help="with --registrar: the accounts' domain (default: its host)"
+    )
+    parser.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD",
+        help="with --registrar: three times, for Alice, Bob and Carol",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    ok = asyncio.run(run_demo(Path(args.out)))
+    pbx = None
+    if args.registrar:
+        accounts = [tuple(a.split(":", 1)) for a in args.account if ":" in a]
+        if len(accounts) != 3 or len(args.account) != 3:
+            print(
+                "deskphone demo: --registrar needs three --account USER:PASSWORD", file=sys.stderr
+            )
+            return 2
+        host = args.registrar.split(":", 1)[-1].split(";", 1)[0].rsplit(":", 1)[0]
+        pbx = Pbx(args.registrar, args.domain or host.strip("[]"), accounts)  # type: ignore[arg-type]
+    ok = asyncio.run(run_demo(Path(args.out), pbx=pbx))
     return 0 if ok else 1
 
 
