@@ -25,6 +25,7 @@ import pytest
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess
 from tests.interop.sipp import SippResult
+from tests.interop.sniff import Sniffer
 from tests.interop.test_calls_baresip import alsa_files, assert_tone, connected, deskphone, ended
 from tests.interop.test_transfer import _played_since, _wait_audio
 
@@ -41,7 +42,10 @@ def _call(phone: PhoneProcess, callee: PhoneProcess, number: str) -> tuple[str, 
 
 
 def test_attended_transfer_between_three_deskphones(
-    kamailio: Kamailio, phones: Callable[..., PhoneProcess], tmp_path: Path
+    kamailio: Kamailio,
+    phones: Callable[..., PhoneProcess],
+    tmp_path: Path,
+    sniffer: Callable[[int], Sniffer],
 ) -> None:
     a, _ = deskphone(phones, kamailio, "1045", tmp_path)
     b, _ = deskphone(phones, kamailio, "1046", tmp_path)
@@ -51,6 +55,7 @@ def test_attended_transfer_between_three_deskphones(
     c_files = alsa_files(tmp_path / "alsa-1047", C_TONE)
     a_b, b_a = _call(a, b, "1046")
     a_c, c_a = _call(a, c, "1047")
+    sent_by_c = sniffer(c.sip_port)
 
     reply = a.call_action(a_b, "transfer", target_call=a_c)
     assert reply["transfer_role"] == "transferor"
@@ -78,6 +83,11 @@ def test_attended_transfer_between_three_deskphones(
     assert a.call(a_c)["end_cause"] == "remote_bye"
     assert [x["id"] for x in c.status()["calls"] if x["state"] != "ended"] == [new_c["id"]]
     assert [x["id"] for x in b.status()["calls"] if x["state"] != "ended"] == [new_b["id"]]
+    # RFC 3891 section 3: C answered the Replaces INVITE at once, never 180/183 (on the wire).
+    answers = [p for p in dict.fromkeys(sent_by_c.close()) if p.startswith(b"SIP/2.0 ")]
+    to_replaces = [p for p in answers if b"CSeq: " in p and b" INVITE\r\n" in p]
+    assert any(p.startswith(b"SIP/2.0 200") for p in to_replaces), answers
+    assert not [p for p in to_replaces if p.startswith((b"SIP/2.0 180", b"SIP/2.0 183"))]
     # The final audio path: B and C hear each other (not A, whose tone is 1000 Hz).
     _wait_audio()
     assert_tone(_played_since(b, b_files, b_played), C_TONE, "B")

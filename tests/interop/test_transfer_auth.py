@@ -11,6 +11,8 @@ straight to the phone's SIP port (an out-of-dialog request needs no proxy):
 * join_auth.xml: the phone talks to a baresip; sipp joins that call with INVITE + Join
   (RFC 3911), is challenged, then answered 200 without any 180, and the phone mixes the three
   (status "conference"); an unlisted identity is refused 403 without a challenge (T12).
+* join_replaces_malformed.xml: Replaces with Join, two Joins, Join or Replaces without tags:
+  400 with the reason, nothing rings (T13).
 """
 
 from __future__ import annotations
@@ -215,3 +217,21 @@ def test_join_from_a_listed_supervisor_is_challenged_then_mixed_without_ringing(
     assert phone.call(call["id"])["state"] == "connected"
     phone.call_action(call["id"], "hangup")
     far.wait_event("CALL_CLOSED", 10)
+
+
+def test_malformed_replaces_and_join_combinations_get_400(
+    phones: Callable[..., PhoneProcess], sipp: Callable[..., SippResult]
+) -> None:
+    """T13 on the wire: each variant is answered 400 with the reason, and nothing rings."""
+    lone_phone = phones([])
+    result = sipp("join_replaces_malformed.xml", ("127.0.0.1", lone_phone.sip_port))
+    assert result.ok, result.explain()
+    refusals = [m for m in result.messages if m.direction == "received"]
+    reasons = [m.first_line for m in refusals if not m.first_line.startswith("SIP/2.0 100")]
+    assert reasons == [
+        "SIP/2.0 400 Replaces and Join together",
+        "SIP/2.0 400 More than one Join",
+        "SIP/2.0 400 Join needs to-tag and from-tag",
+        "SIP/2.0 400 Replaces needs to-tag and from-tag",
+    ], reasons
+    assert lone_phone.status()["calls"] == []
