@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from board.charset import plain
 from board.ports import ALL_KEYS, HOOK, KeyEvent, LedMode
 from firmware.provisioning.ui_config import board_ui_of
+from firmware.runtime import ui_audio
 from firmware.runtime.api import ActionError
 from firmware.ui.model import PhoneView, UiAction, UiSettings
 from firmware.ui.phone import PhoneUI
@@ -96,6 +97,11 @@ class UiDriver:
             rows=rows,
         )
         self.ui = PhoneUI(settings, time.monotonic())
+        audio = getattr(getattr(phone, "media", None), "audio", None)
+        if audio is not None:  # MUTE and VOL_UP/VOL_DOWN act on the real microphone/speaker
+            ui_audio.install(
+                audio, lambda: self.ui.muted, lambda: ui_audio.volume_gain(self.ui.volume)
+            )
         self.lcd: list[str] = []
         self.leds: dict[str, LedMode] = {}
         self.ringing = False
@@ -221,18 +227,17 @@ class UiDriver:
                 self.ui.show_error(_plain_error(e.message), time.monotonic())
 
     def _feature(self, action: UiAction) -> None:
-        """Features of other parts of the phone (mute, volume, DND, forwarding, BLF keys)."""
+        """Features of other parts of the phone (DND, forwarding, BLF keys)."""
+        if action.kind in ("mute", "volume"):
+            return  # the audio wrappers (ui_audio) read the UI's state on every frame
         names = {
-            "mute": "set_mute",
-            "volume": "set_volume",
             "dnd": "set_dnd",
             "forward": "set_forward",
             "blf": "blf_press",
         }
         method = getattr(self.phone, names[action.kind], None)
         if method is None:
-            if action.kind not in ("mute", "volume"):  # kept by the UI itself meanwhile
-                self.ui.show_error(f"{action.kind.upper()} not available", time.monotonic())
+            self.ui.show_error(f"{action.kind.upper()} not available", time.monotonic())
             return
         method(action.target if action.kind in ("forward", "blf") else action.value)
 
