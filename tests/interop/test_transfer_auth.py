@@ -10,7 +10,8 @@ straight to the phone's SIP port (an out-of-dialog request needs no proxy):
   a fresh Call-ID and branch gets 401 stale=true and nothing is dialled (T2).
 * join_auth.xml: the phone talks to a baresip; sipp joins that call with INVITE + Join
   (RFC 3911), is challenged, then answered 200 without any 180, and the phone mixes the three
-  (status "conference"); an unlisted identity is refused 403 without a challenge (T12).
+  (status "conference"; baresip hears the phone's 1000 Hz and the tone sipp streams, 1500 Hz);
+  an unlisted identity is refused 403 without a challenge (T12).
 * join_replaces_malformed.xml: Replaces with Join, two Joins, Join or Replaces without tags:
   400 with the reason, nothing rings (T13).
 """
@@ -25,15 +26,42 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from audio.codecs.g711 import ulaw_encode
+from tests.interop.audio_files import read_wav
 from tests.interop.baresip import Baresip
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess
-from tests.interop.sipp import SippResult
+from tests.interop.sipp import DATA_DIR, SippResult
 from tests.interop.sniff import Sniffer
-from tests.interop.test_calls_baresip import alsa_files, connected
+from tests.interop.test_calls_baresip import PHONE_TONE, alsa_files, connected
+from tests.interop.test_conference import both, windows_hearing
 
 CONTROLLER = "1143"
 SUPERVISOR = "1146"
+JOINER_TONE = 1500.0  # what sipp streams as the supervisor (rtp_stream, PCMU)
+
+
+def _join_with_tone(tmp_path: Path) -> Path:
+    """join_auth.xml with sipp streaming a JOINER_TONE (raw mu-law) while it is in the call."""
+    t = np.arange(8000 * 10) / 8000
+    tone = tmp_path / "joiner-1500.ulaw"
+    tone.write_bytes(ulaw_encode(np.round(0.3 * 32767 * np.sin(2 * np.pi * JOINER_TONE * t))))
+    text = (DATA_DIR / "join_auth.xml").read_text()
+    text = text.replace(
+        '<pause milliseconds="2500"/>',
+        f'<nop><action><exec rtp_stream="{tone},-1,0"/></action></nop>\n'
+        '  <pause milliseconds="2500"/>',
+    )
+    text = text.replace("o=sipp 1 2 IN IP4 [local_ip]\n      s=-\n      c=IN IP4 [local_ip]\n"
+                        "      t=0 0\n      m=audio [auto_media_port]",
+                        "o=sipp 1 2 IN IP4 [local_ip]\n      s=-\n      c=IN IP4 [local_ip]\n"
+                        "      t=0 0\n      m=audio [rtpstream_audio_port]")  # fmt: skip
+    assert "rtpstream_audio_port" in text and "rtp_stream" in text
+    path = tmp_path / "join_auth_tone.xml"
+    path.write_text(text)
+    return path
 
 
 def listed_phone(
@@ -188,7 +216,7 @@ def test_join_from_a_listed_supervisor_is_challenged_then_mixed_without_ringing(
     with ThreadPoolExecutor(1) as pool:
         run = pool.submit(
             sipp,
-            "join_auth.xml",
+            _join_with_tone(tmp_path),
             ("127.0.0.1", phone.sip_port),
             keys={"user": SUPERVISOR, "domain": kamailio.domain, "join": join},
             auth_user=SUPERVISOR,
@@ -217,6 +245,10 @@ def test_join_from_a_listed_supervisor_is_challenged_then_mixed_without_ringing(
     assert phone.call(call["id"])["state"] == "connected"
     phone.call_action(call["id"], "hangup")
     far.wait_event("CALL_CLOSED", 10)
+    # The mix: while joined, baresip heard the phone's microphone and the supervisor's tone.
+    heard = read_wav(far.received_wavs()[0])
+    windows = windows_hearing(heard.samples, heard.rate, [PHONE_TONE, JOINER_TONE])
+    assert any(both(w, PHONE_TONE, JOINER_TONE) for w in windows), windows
 
 
 def test_malformed_replaces_and_join_combinations_get_400(
