@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from firmware.call.refer import ReferPolicy
 from firmware.sip.message import SipRequest, make_request
-from tests.unit.test_refer import Net, Phone, Recorder, answer_c, connect, requests
+from tests.unit.test_refer import (
+    Net,
+    Phone,
+    Recorder,
+    answer_c,
+    connect,
+    requests,
+    responses,
+)
 from tests.unit.test_replaces import consult, live, phone
 
 
@@ -137,3 +145,60 @@ def test_transferor_gives_up_without_a_final_notify_and_resumes() -> None:
     assert status["transfer_reason"] == "no final NOTIFY within 5 s"
     assert status["state"] == "connected" and status["held"] is False
     assert b"a=sendrecv" in requests(b, "INVITE")[-1].body
+
+
+def test_out_of_dialog_refer_without_norefersub_follows_notifies_in_its_own_dialog() -> None:
+    """Refer-Sub not asked (policy off): the REFER's 2xx creates a subscription dialog of its
+    own (RFC 3515 2.4.4), and the NOTIFYs in it - not in the call's dialog - end the transfer."""
+    net = gruu_net(ReferPolicy(norefersub=False))
+    a, b = net.phones["a"], net.phones["b"]
+    a_id, b_id = connect(net)
+    sent: list[SipRequest] = []
+
+    def peer_refer(server_tx: object, request: SipRequest, now: float) -> None:
+        """B as a transferee that keeps a subscription: 200, then NOTIFY in the new dialog."""
+        ok = b.ua.respond(server_tx, request, 200, "OK", now)
+        b_call = b.calls.get(b_id)
+        for n, (state, frag) in enumerate(
+            [
+                ("active;expires=60", "SIP/2.0 100 Trying"),
+                ("terminated;reason=noresource", "SIP/2.0 200 OK"),
+            ],
+            start=1,
+        ):
+            notify = make_request(
+                "NOTIFY",
+                "sip:a@192.0.2.1",
+                headers=[
+                    ("Max-Forwards", "70"),
+                    ("From", f"<sip:b@192.0.2.2>;tag={ok.to.tag}"),
+                    ("To", f"<{request.from_.uri}>;tag={request.from_.tag}"),
+                    ("Call-ID", request.call_id),
+                    ("CSeq", f"{n} NOTIFY"),
+                    ("Contact", "<sip:b@192.0.2.2>"),
+                    ("Event", "refer"),
+                    ("Subscription-State", state),
+                    ("Content-Type", "message/sipfrag;version=2.0"),
+                ],
+                body=f"{frag}\r\n".encode(),
+            )
+            sent.append(notify)
+            b.ua.send_request(notify, Recorder(), now)
+        assert b_call.state == "connected"
+
+    b.ua.handlers["REFER"] = peer_refer
+    assert a.transfers.transfer(a_id, "sip:c@192.0.2.3", net.now)
+    net.pump()
+    answers = [r for r in responses(b, "NOTIFY")]
+    assert [r.status for r in answers] == [200, 200]
+    status = a.calls.get(a_id).status(net.now)
+    assert (status["transfer"], status["transfer_status"]) == ("done", 200)
+    assert status["transfer_reason"] == "final NOTIFY: 200" and status["state"] == "ended"
+    # The subscription dialog is gone: a late NOTIFY in it is 481.
+    late = make_request("NOTIFY", "sip:a@192.0.2.1", headers=list(sent[-1].headers))
+    late.headers.set("CSeq", "3 NOTIFY")
+    late.headers.remove("Via")
+    rec = Recorder()
+    b.ua.send_request(late, rec, net.now)
+    net.pump()
+    assert [r.status for r in rec.responses] == [481]
