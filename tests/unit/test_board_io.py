@@ -188,3 +188,18 @@ async def test_tap_on_the_simulated_keypad_is_a_clean_press() -> None:
         await io.close()
     with pytest.raises(RuntimeError, match="simulated keypad of a started board"):
         open_board("sim", events.append).tap("OK")
+
+
+async def test_a_long_line_scrolls_by_itself_on_the_running_board() -> None:
+    io = open_board("sim", lambda e: None)
+    await io.start()
+    try:
+        name = "Alexandra Konstantinopoulos-Smith"
+        io.show([name])
+        display = io.board.display
+        assert isinstance(display, SimDisplay)
+        assert display.lines[0] == name[:20]
+        await until(lambda: display.lines[0] == name[1:21], 3.0)  # after the 1.2 s hold
+        await until(lambda: display.lines[0] == name[2:22], 1.0)  # then a column per 0.4 s
+    finally:
+        await io.close()
