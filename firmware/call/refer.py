@@ -53,6 +53,8 @@ _VISUAL_SEPARATORS = re.compile(r"[\-.() ]")
 _STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9]) ?([^\r\n]*)")
 SUBSCRIPTION_EXPIRES = 60
 OOD_REMEMBERED = 64  # accepted out-of-dialog REFERs remembered for replay detection
+# Answers to an out-of-dialog REFER after which the transferor retries inside the dialog.
+FALLBACK_STATUSES = frozenset({401, 403, 404, 405, 407, 420, 481, 501})
 
 
 class ReferRefused(Exception):
@@ -586,10 +588,11 @@ class TransferService:
         self._send_refer(transfer, now)
         return True
 
-    def _send_refer(self, transfer: _Transfer, now: float) -> None:
+    def _send_refer(self, transfer: _Transfer, now: float, *, in_dialog: bool = False) -> None:
         """REFER the call's peer to ``transfer.target``: in the dialog, or (RFC 7647 section 4:
         never reuse the dialog towards a GRUU) outside it with Target-Dialog (RFC 4538), then
-        with Refer-Sub: false when the peer supports norefersub (RFC 4488; T17: GRUU only)."""
+        with Refer-Sub: false when the peer supports norefersub (RFC 4488; T17: GRUU only).
+        ``in_dialog`` forces the dialog (the RFC 5589 section 5 fallback)."""
         call = transfer.call
         session, dialog = call.session, call.session.dialog
         assert dialog is not None
@@ -601,7 +604,7 @@ class TransferService:
         ]
         transfer.deadline = now + self.policy.notify_timeout
         target = dialog.remote_target
-        if not (isinstance(target, SipURI) and "gr" in target.params):
+        if in_dialog or not (isinstance(target, SipURI) and "gr" in target.params):
             refer = dialog.create_request(
                 "REFER", ids=session.host.ids, contact=session.contact, extra_headers=common
             )
@@ -611,7 +614,9 @@ class TransferService:
         peer = session.peer_supported
         no_sub = self.policy.norefersub and "norefersub" in peer
         ids = session.host.ids
-        supported = [t for t in ("tdialog", "norefersub") if t != "tdialog" or "tdialog" not in peer]
+        supported = [
+            t for t in ("tdialog", "norefersub") if t != "tdialog" or "tdialog" not in peer
+        ]
         headers = [
             ("Max-Forwards", "70"),
             ("From", f"<{info.aor}>;tag={new_tag(ids)}"),
@@ -712,6 +717,18 @@ class TransferService:
     ) -> None:
         if status < 200 or transfer.state != "trying":
             return
+        call = transfer.call
+        if status in FALLBACK_STATUSES and call.extras.get("transfer_out_of_dialog"):
+            # RFC 5589 section 5: a peer that will not take the REFER outside the dialog (no
+            # tdialog, or it wants proof we cannot give) may still take it inside.
+            log.info(
+                "call %s: out-of-dialog REFER refused (%d): REFER in the dialog", call.id, status
+            )
+            call.extras["transfer_out_of_dialog"] = False
+            call.extras["transfer_fallback"] = f"{status} {reason}"
+            if call.state != "ended" and call.session.dialog is not None:
+                self._send_refer(transfer, now, in_dialog=True)
+                return
         if status >= 300:
             self._transfer_over(transfer, status, now, f"REFER refused: {status} {reason}")
             return

@@ -70,21 +70,30 @@ def test_blind_transfer_to_a_gruu_peer_goes_out_of_dialog_with_norefersub() -> N
     assert [k.state for k in live(c)] == ["connected"]
 
 
-def test_t17_no_refer_sub_false_without_norefersub_policy_and_b_refuses() -> None:
+def test_t17_no_refer_sub_false_without_the_policy_and_the_in_dialog_fallback() -> None:
+    """norefersub off: no Refer-Sub: false. Our transferee keeps no refer subscriptions outside
+    a dialog and refuses (403); the transferor then REFERs inside the dialog (RFC 5589 5)."""
     net = gruu_net(ReferPolicy(norefersub=False))
     a, b, c = net.phones["a"], net.phones["b"], net.phones["c"]
     a_id, _ = connect(net)
     assert a.transfers.transfer(a_id, "sip:c@192.0.2.3", net.now)
     net.pump()
-    refer = the_refer(b)
-    assert refer.headers.get("Refer-Sub") is None and refer.to.tag is None
-    # Our transferee keeps no refer subscriptions outside a dialog: 403, and A resumes.
+    first, second = requests(b, "REFER")
+    assert first.headers.get("Refer-Sub") is None and first.to.tag is None
+    refused = [r for r in responses(a, "REFER") if r.call_id == first.call_id]
+    assert [r.status for r in refused] == [403]
+    # The fallback: in the call's own dialog, still without Refer-Sub.
+    dialog = a.calls.get(a_id).session.dialog
+    assert dialog is not None
+    assert second.call_id == dialog.call_id and second.to.tag == dialog.remote_tag
+    assert second.headers.get("Refer-Sub") is None
     status = a.calls.get(a_id).status(net.now)
-    assert (status["transfer"], status["transfer_status"]) == ("failed", 403)
-    assert status["transfer_reason"].startswith("REFER refused: 403")
-    assert status["state"] == "connected"
-    assert b"a=sendrecv" in requests(b, "INVITE")[-1].body
-    assert requests(c, "INVITE") == []
+    assert status["transfer_fallback"].startswith("403")
+    assert len(requests(c, "INVITE")) == 1
+    answer_c(net)
+    status = a.calls.get(a_id).status(net.now)
+    assert (status["transfer"], status["transfer_status"]) == ("done", 200)
+    assert status["state"] == "ended"
 
 
 def test_t1_replayed_out_of_dialog_refer_after_completion_gets_481() -> None:
