@@ -8,5 +8,6 @@ profile.py    board profiles in TOML (profiles/: pi-reference, sim), validated
 gpio.py       gpiozero: hook, buttons, scanned matrix, LEDs, buzzer
 lcd_hd44780.py, lcd_serial.py, ringer_sound.py, sim.py: the other parts
 factory.py    build_board(profile, clock, pin_factory) -> Board
+frontpanel/   the serial front panel (its MicroPython firmware and line protocol)
 The asyncio side is firmware/runtime/board_io.py.
 """
