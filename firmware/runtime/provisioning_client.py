@@ -157,6 +157,7 @@ class ProvisioningService:
         self.firmware = firmware or (lambda: None)
         self._sync_now = asyncio.Event()
         self._pending_etag: str | None = None
+        self._fetch_failed = False
         self._stop = asyncio.Event()
         self.exit_code = 0
         self._session: aiohttp.ClientSession | None = None
@@ -313,11 +314,20 @@ class ProvisioningService:
                 self.source = "server"
             try:
                 doc = await self.fetch()
-                self.last_sync = time.time()
-                if doc is None:
-                    log.info("provisioning: document unchanged (304)")
+            except ProvisioningError as e:
+                self._error(f"{e}; keeping config serial {self._serial_text()}")
+                self._fetch_failed = True
+                return
+            self.last_sync = time.time()
+            if doc is None:
+                # the verdict on this document stands; only a fetch error is cleared
+                log.info("provisioning: document unchanged (304)")
+                if self._fetch_failed:
                     self.last_error = None
-                    return
+                self._fetch_failed = False
+                return
+            self._fetch_failed = False
+            try:
                 payload, config = self.store.check(doc, time.time())
             except ProvisioningError as e:
                 self._error(f"{e}; keeping config serial {self._serial_text()}")
