@@ -15,6 +15,7 @@ participant that creates a conference" role on top of `CallManager` and `Transfe
 * add a party we are not in a call with (5.5, REFER to the focus): a REFER in the focus dialog
   with Refer-To the party's URI (method INVITE implied) and Refer-Sub: false (RFC 4488: the
   focus reports progress in its conference state, not by NOTIFY);
+* remove a party (5.11): REFER the focus with Refer-To <party;method=BYE>;
 * move a party we are in a call with, without asking it anything (5.10): a REFER to the focus
   with Refer-To <party's Contact?Replaces=our dialog with it>; the focus INVITEs the party with
   Replaces and the party BYEs our call (for parties that do not do REFER).
@@ -36,7 +37,7 @@ from firmware.call.refer import attended_refer_to
 from firmware.sip.errors import SipParseError
 from firmware.sip.message import SipResponse
 from firmware.sip.transaction import ClientTransaction
-from firmware.sip.uri import parse_uri
+from firmware.sip.uri import SipURI, parse_uri
 
 if TYPE_CHECKING:
     from firmware.call.manager import Call, CallManager
@@ -131,6 +132,18 @@ class NetworkConferences:
         uri = target if target.startswith(("sip:", "sips:")) else f"sip:{target}@{info.domain}"
         parse_uri(uri)
         self._refer_focus(conference, uri, uri, now)
+
+    def remove(self, conference_id: str, target: str, now: float) -> None:
+        """Ask the focus to drop ``target`` from the conference (RFC 4579 5.11): REFER with
+        Refer-To <target;method=BYE>; the focus decides whether we may."""
+        conference = self._focus_up(conference_id)
+        info = self.calls.accounts(conference.call.account)
+        uri = target if target.startswith(("sip:", "sips:")) else f"sip:{target}@{info.domain}"
+        parsed = parse_uri(uri)
+        if not isinstance(parsed, SipURI):
+            raise ConferenceError(f"{uri} is not a sip:/sips: URI")
+        bye = parsed.copy(params={**parsed.params, "method": "BYE"}, headers={})
+        self._refer_focus(conference, str(bye), f"remove {uri}", now)
 
     def move(self, conference_id: str, party_id: str, now: float) -> None:
         """Have the focus take over our call ``party_id`` (RFC 4579 5.10): REFER the focus

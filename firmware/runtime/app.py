@@ -250,7 +250,7 @@ class Phone:
             )
         elif action in ("hangup", "drop"):  # "drop": a party leaves the conference
             self.calls.hangup(call_id, now)
-        elif action == "conference" and {"focus", "invite", "add", "move"} & set(body):
+        elif action == "conference" and {"focus", "invite", "add", "move", "remove"} & set(body):
             self._network_conference(call_id, body, now)
         elif action == "conference":
             self._conference(call_id, body.get("with"), now)
@@ -332,12 +332,16 @@ class Phone:
                     else:
                         self.network_conferences.move(call_id, other, now)
                     return
-            if "invite" in body:
-                target = body["invite"]
-                if not isinstance(target, str) or not target.strip():
-                    raise ActionError(400, '"invite" must be a number or a sip:/sips: URI')
-                self.network_conferences.invite(call_id, target.strip(), now)
-                return
+            for key in ("invite", "remove"):
+                if key in body:
+                    target = body[key]
+                    if not isinstance(target, str) or not target.strip():
+                        raise ActionError(400, f'"{key}" must be a number or a sip:/sips: URI')
+                    if key == "invite":
+                        self.network_conferences.invite(call_id, target.strip(), now)
+                    else:
+                        self.network_conferences.remove(call_id, target.strip(), now)
+                    return
             focus = body["focus"]
             if focus is True:
                 focus = self.config.calls.conference_focus

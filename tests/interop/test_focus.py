@@ -4,7 +4,8 @@ Users 1131-1133. The phone (1132) talks to baresip P (1131); the conference acti
 ``{"focus": true}`` (``[calls] conference_focus`` = the sipp focus' conference factory URI)
 holds P, INVITEs the focus, sees ``isfocus`` in its 200's Contact, and REFERs P there; P (a real
 baresip) INVITEs the focus and the phone's call with P ends on the NOTIFY 200. Then the phone
-asks the focus to call 1133 (REFER in the focus dialog, Refer-To 1133, Refer-Sub: false).
+asks the focus to call 1133 (REFER in the focus dialog, Refer-To 1133, Refer-Sub: false) and
+to drop it again (Refer-To <1133;method=BYE>, RFC 4579 5.11).
 Checked on the wire (the phone's SIP port and sipp's message log) and in the status.
 """
 
@@ -109,6 +110,15 @@ def test_conference_on_a_focus_invite_then_refer_the_party_and_ask_the_focus_to_
             "the focus to accept the REFER",
         )
         assert invited["conference_invited"] == {"sip:1133@127.0.0.1": 200}
+        phone.call_action(conf_id, "conference", remove="1133")
+        phone.wait_call(
+            lambda c: (
+                c["id"] == conf_id
+                and c["conference_invited"].get("remove sip:1133@127.0.0.1") == 200
+            ),
+            10,
+            "the focus to accept the removal",
+        )
 
         phone.call_action(conf_id, "hangup")
         party.hangup()  # P leaves the conference too: the focus' second dialog ends
@@ -137,5 +147,6 @@ def test_conference_on_a_focus_invite_then_refer_the_party_and_ask_the_focus_to_
     ]
     assert any("1132" in f for f in froms) and any("1131" in f for f in froms), froms
     assert [m.header("Refer-To") for m in received if m.first_line.startswith("REFER ")] == [
-        "<sip:1133@127.0.0.1>"
+        "<sip:1133@127.0.0.1>",
+        "<sip:1133@127.0.0.1;method=BYE>",
     ]

@@ -184,3 +184,20 @@ def test_a_factory_redirect_to_the_conference_uri_is_followed(
     status = second.status(net.now)
     assert (status["conference"], status["isfocus"]) == ("active", True)
     assert requests(b, "REFER")[0].headers.get("Refer-To") == f"<{FOCUS}>"
+
+
+def test_ask_the_focus_to_remove_a_party(setup: tuple[WireNet, NetworkConferences, str]) -> None:
+    """RFC 4579 5.11: REFER the focus with Refer-To <party;method=BYE>; X, a plain phone,
+    refuses a method=BYE REFER (403, T29), which the status reports."""
+    net, conferences, _ = setup
+    a, x = net.phones["a"], net.phones["x"]
+    conf = conferences.create(FOCUS, "line1", net.now)
+    net.pump()
+    answer_as_focus(net)
+    conferences.remove(conf.id, "c", net.now)
+    net.pump()
+    refer = requests(x, "REFER")[0]
+    assert refer.headers.get("Refer-To") == "<sip:c@192.0.2.1;method=BYE>"
+    assert a.calls.get(conf.id).status(net.now)["conference_invited"] == {
+        "remove sip:c@192.0.2.1": 403
+    }
