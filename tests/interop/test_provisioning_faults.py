@@ -142,6 +142,7 @@ def fw_settled(status: dict[str, Any], desired: str) -> bool:
     return bool(done and registered and status["registrations"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lab", ["1112"], indirect=True)
 def test_kill_at_every_config_step(lab: Lab) -> None:
     armed = lab.root / "fault"
@@ -169,6 +170,7 @@ def test_kill_at_every_config_step(lab: Lab) -> None:
             phone.kill()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lab", ["1113"], indirect=True)
 def test_kill_at_every_firmware_step(lab: Lab, tmp_path: Path) -> None:
     slots_dir = factory_slots(tmp_path, "1.0")
