@@ -5,8 +5,11 @@ appearances, default 4; the next INVITE gets 486 from `CallManager`), only one o
 sendrecv ("talking"); the others are held by us (RFC 3264 8.4 sendonly/inactive) or still ring.
 `LineAppearances` keeps that invariant: the manager calls `make_room` before it answers, resumes
 or dials, and every other talking call is put on hold first, so the hold re-INVITE is queued
-(hence on the wire) before the 200 OK of the answered call or the INVITE of the new one. The only
-exception is a local conference: its legs talk together and count as one line.
+(hence on the wire) before the 200 OK of the answered call or the INVITE of the new one. A call
+that starts talking without such an intent (an outgoing call answered after the user resumed
+another one, a peer taking us off hold) is held at once: the call the user chose last keeps
+the handset. The only exception is a local conference: its legs talk together and count as one
+line (`join`; ``CallManager.dial(hold_others=False)`` joins the new call for that purpose).
 
 It is a CallManager feature (``call_added`` / ``call_synced``) that also marks each call's
 status: ``waiting`` (an incoming call ringing while another call is up: call waiting, the
