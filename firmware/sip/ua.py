@@ -34,6 +34,7 @@ from firmware.sip.transaction import (
     Timers,
     TransactionLayer,
     TransportError,
+    TxState,
 )
 from firmware.sip.uri import URI, SipURI
 from firmware.sip.validate import validate_request, validate_response
@@ -204,8 +205,16 @@ class UserAgent:
         self._pump_registrations(now)
 
     def busy(self) -> bool:
-        """True while client transactions (e.g. the un-REGISTER) are still running."""
-        return bool(self._tx_owner)
+        """True while our client transactions (e.g. the un-REGISTER) still await a final answer.
+
+        An INVITE answered 2xx stays owned for Timer M (RFC 6026) only to absorb retransmitted
+        2xx: waiting for it at shutdown would just stall every stop by the whole grace period.
+        """
+        waiting = (TxState.CALLING, TxState.TRYING, TxState.PROCEEDING)
+        return any(
+            id(tx) in self._tx_owner and tx.state in waiting
+            for tx in self.transactions.client_transactions
+        )
 
     def _pump_registrations(self, now: float) -> None:
         for binding in self.accounts.values():
