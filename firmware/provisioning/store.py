@@ -11,6 +11,8 @@ Layout of ``<state_dir>/provisioning/`` (every file replaced atomically, see fil
   retried until the server issues a newer one.
 * ``local.toml``     - changes made on the phone itself, layered over the provisioned config and
   kept separate so a re-provisioning does not wipe them.
+* ``local-ack.json`` - local values a document has carried (so a later contradiction means the
+  admin forced them away with ``render --force``, and they are dropped from local.toml).
 * ``reset.json``     - ``{"at", "reason", "removed"}`` of the last factory reset (shown in status).
 
 Documents are stored as received (signed, secrets still encrypted), so no plaintext password
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -179,7 +182,35 @@ class ConfigStore:
         """Verify a fetched document (signature, device, expiry, anti-rollback) and validate it."""
         payload = self._verify(doc, self.floor, now)
         fault("config:verified")
+        self.reconcile_local(payload["config"])
         return payload, self.to_config(payload)
+
+    def reconcile_local(self, central: dict[str, Any]) -> list[str]:
+        """Drop local changes the admin overrode with ``render --force``.
+
+        The server merges reported local changes into the document, so a local value that a
+        document once carried (acknowledged) and a later one contradicts was forced away; a
+        value no document carried yet is kept (the server has not merged it yet).
+        """
+        local = self.local_layer()
+        if not local:
+            return []
+        acked: dict[str, Any] = (self._read("local-ack.json") or {}).get("acked", {})
+        forced: list[str] = []
+        for path, value in _leaves(local).items():
+            there = _lookup(central, path)
+            if there == value:
+                acked[path] = value
+            elif path in acked and acked[path] == value:
+                forced.append(path)
+                del acked[path]
+        for path in forced:
+            _drop(local, path.split("."))
+        if forced:
+            log.warning("local changes %s overridden centrally (forced); dropped", forced)
+            atomic_write(self.dir / "local.toml", tomli_w.dumps(local).encode(), step="")
+        self._write("local-ack.json", {"acked": acked}, "")
+        return forced
 
     def _load(self, doc: dict[str, Any]) -> tuple[int, PhoneConfig]:
         """A stored document: signature and device re-checked, expiry and floor not (it was
@@ -219,7 +250,8 @@ class ConfigStore:
         (bootstrap keys live elsewhere) and the anti-rollback floor (a reset must not reopen
         replays). The reason is kept and shown in status until the next reset."""
         removed = []
-        for name in ("good.json", "candidate.json", "trial.json", "rejected.json", "local.toml"):
+        names = ("good.json", "candidate.json", "trial.json", "rejected.json", "local.toml")
+        for name in (*names, "local-ack.json"):
             if (self.dir / name).exists():
                 atomic_remove(self.dir / name)
                 removed.append(name)
@@ -275,6 +307,42 @@ class ConfigStore:
         if good is not None and good_doc is not None:
             return Loaded(good[0], good[1], good_doc, trial=False)
         return None
+
+
+def _leaves(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted paths of the non-table values (lists, like accounts, count as one value)."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_leaves(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+_MISSING = object()
+
+
+def _lookup(table: dict[str, Any], path: str) -> Any:
+    node: Any = table
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _drop(table: dict[str, Any], parts: list[str]) -> None:
+    """Remove a dotted path and the tables it leaves empty."""
+    if len(parts) == 1:
+        table.pop(parts[0], None)
+        return
+    child = table.get(parts[0])
+    if isinstance(child, dict):
+        _drop(child, parts[1:])
+        if not child:
+            del table[parts[0]]
 
 
 def desired_firmware(payload: dict[str, Any]) -> str | None:

@@ -219,3 +219,16 @@ def test_factory_reset_wipes_config_keeps_floor_and_says_why(fleet: Fleet, tmp_p
     assert s.last_reset() == {"at": NOW, "reason": "handed to a new desk", "removed": removed}
     with pytest.raises(ProvisioningError, match="older than the applied serial 4"):
         s.check(fleet.doc(3), NOW)
+
+
+def test_local_change_survives_until_the_admin_forces_it_away(fleet: Fleet, tmp_path: Path) -> None:
+    s = store(fleet, tmp_path)
+    (s.dir / "local.toml").write_text('[device]\nname = "Mine"\n\n[audio]\nptime = 30\n')
+    # the server has not merged the local change yet: kept
+    assert s.check(fleet.doc(1, name="Central"), NOW)[1].device.name == "Mine"
+    # the server merged it (the document carries it): acknowledged, kept
+    assert s.check(fleet.doc(2, name="Mine"), NOW)[1].device.name == "Mine"
+    # render --force: a later document contradicts an acknowledged local value -> dropped
+    _payload, config = s.check(fleet.doc(3, name="Forced"), NOW)
+    assert config.device.name == "Forced" and config.audio.ptime == 30
+    assert s.local_layer() == {"audio": {"ptime": 30}}
