@@ -13,6 +13,9 @@ is passed in), so the server side (tools/provision) and the phone side
 - Secrets use ECIES: a fresh ephemeral X25519 key per secret, HKDF-SHA256 of the shared secret,
   AES-256-GCM with ``aad = "<device id>:<dotted config path>"`` so a blob cannot be replayed
   under another device or moved to another key (e.g. a password shown as a display name).
+- Optional ``local_reset``: dotted paths (``audio.ptime``, ``accounts.line1.display_name``) the
+  admin forced back to the central value (``render --force``); the phone deletes them from its
+  local changes (`drop_local_paths`) before layering those over the config.
 - Firmware manifests (`FIRMWARE_FORMAT`) are signed the same way with the same key.
 """
 
@@ -39,6 +42,7 @@ CONFIG_FORMAT = "deskphone-config/1"
 FIRMWARE_FORMAT = "deskphone-firmware/1"
 SECRET_ALG = "X25519-HKDF-SHA256-AES256GCM"
 DEVICE_ID_RE = re.compile(r"^[a-z0-9-]{1,63}$")
+LOCAL_PATH_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$")
 _HKDF_INFO = b"deskphone secret v1"
 _RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
 
@@ -189,6 +193,11 @@ def check_config_payload(payload: dict[str, Any]) -> None:
         isinstance(k, str) and isinstance(v, dict) for k, v in secrets.items()
     ):
         raise DocumentError("bad format: secrets must map config paths to encrypted blobs")
+    reset = payload.get("local_reset", [])
+    if not isinstance(reset, list) or not all(
+        isinstance(p, str) and LOCAL_PATH_RE.match(p) for p in reset
+    ):
+        raise DocumentError("bad format: local_reset must be a list of dotted config paths")
     unknown = set(payload) - {
         "format",
         "device",
@@ -197,6 +206,7 @@ def check_config_payload(payload: dict[str, Any]) -> None:
         "expires_at",
         "config",
         "secrets",
+        "local_reset",
     }
     if unknown:
         raise DocumentError(f"bad format: unknown payload keys {sorted(unknown)}")
@@ -384,3 +394,34 @@ def merge_secrets(
                 raise DocumentError(f"secret {path} does not fit the config (not a table)")
         node[parts[-1]] = value
     return merged
+
+
+def drop_local_paths(local: dict[str, Any], paths: list[str] | set[str]) -> dict[str, Any]:
+    """A copy of a local-changes layer without ``paths`` (``local_reset``); tables and accounts
+    left empty are removed. ``accounts.<id>.<key>`` names the account by id (default line<N>)."""
+    out = copy.deepcopy(local)
+    for path in paths:
+        parts = path.split(".")
+        if parts[0] == "accounts" and isinstance(out.get("accounts"), list) and len(parts) > 2:
+            for i, account in enumerate(out["accounts"]):
+                if isinstance(account, dict) and _account_id(account, i) == parts[1]:
+                    _drop(account, parts[2:])
+            out["accounts"] = [
+                a for a in out["accounts"] if not (isinstance(a, dict) and set(a) <= {"id"})
+            ]
+            if not out["accounts"]:
+                del out["accounts"]
+        else:
+            _drop(out, parts)
+    return out
+
+
+def _drop(node: dict[str, Any], parts: list[str]) -> None:
+    if len(parts) == 1:
+        node.pop(parts[0], None)
+        return
+    child = node.get(parts[0])
+    if isinstance(child, dict):
+        _drop(child, parts[1:])
+        if not child:
+            del node[parts[0]]

@@ -42,11 +42,13 @@ class EmulatedBoard:
         self.shell: subprocess.Popen[bytes] | None = None
         self._echo = True
         self._stop = False
+        self._pump: threading.Thread
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _write(self, data: bytes) -> None:
-        os.write(self.master, data)
+        if not self._stop:
+            os.write(self.master, data)
 
     def _lines(self) -> Iterator[bytes]:
         buf = b""
@@ -81,7 +83,8 @@ class EmulatedBoard:
         self.shell = subprocess.Popen(
             ["/bin/sh"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        threading.Thread(target=self._pump_out, daemon=True).start()
+        self._pump = threading.Thread(target=self._pump_out, daemon=True)
+        self._pump.start()
         self._write(b"\r\npi@raspberrypi:~ $ ")
         assert self.shell.stdin is not None
         for line in lines:
@@ -104,11 +107,15 @@ class EmulatedBoard:
             self._write(data.replace(b"\n", b"\r\n"))
 
     def close(self) -> None:
+        """Stop both threads before the master fd is closed (its number must not be reused
+        by someone else while a thread could still write to it)."""
         self._stop = True
         if self.shell is not None:
             self.shell.kill()
             self.shell.wait()
-        os.close(self.slave)
+            self._pump.join(5)
+        os.close(self.slave)  # the master side now reads EIO: the board thread ends
+        self._thread.join(5)
         os.close(self.master)
 
 

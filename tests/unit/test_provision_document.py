@@ -116,6 +116,8 @@ def test_bad_envelopes(signer: Ed25519PrivateKey, doc: object, reason: str) -> N
         ({"config": []}, "config must be an object"),
         ({"secrets": {"a": "plain"}}, "secrets must map"),
         ({"extra": 1}, "unknown payload keys"),
+        ({"local_reset": "audio.ptime"}, "local_reset must be a list"),
+        ({"local_reset": ["ptime"]}, "local_reset must be a list of dotted"),
     ],
 )
 def test_bad_payloads_are_signed_but_still_refused(
@@ -202,3 +204,20 @@ def test_pem_helpers_roundtrip_and_refuse_wrong_types() -> None:
         d.load_ed25519_private(d.private_pem(x))
     with pytest.raises(d.DocumentError, match="not an X25519 public key"):
         d.load_x25519_public(d.public_pem(ed.public_key()))
+
+
+def test_local_reset_is_carried_and_applied(signer: Ed25519PrivateKey) -> None:
+    doc = d.sign_document(
+        _payload(local_reset=["audio.ptime", "accounts.line1.display_name"]), signer
+    )
+    payload = _verify(doc, signer)
+    local = {
+        "audio": {"ptime": 30},
+        "logging": {"level": "debug"},
+        "accounts": [{"id": "line1", "display_name": "Ann"}, {"id": "sales", "expires": 60}],
+    }
+    assert d.drop_local_paths(local, payload["local_reset"]) == {
+        "logging": {"level": "debug"},
+        "accounts": [{"id": "sales", "expires": 60}],
+    }
+    assert local["audio"] == {"ptime": 30}  # the input is not modified

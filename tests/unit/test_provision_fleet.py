@@ -133,6 +133,21 @@ def test_local_changes_survive_render_unless_forced(tmp_path: Path, capsys) -> N
     assert config["logging"]["level"] == "debug"  # central wins, forced
     assert config["audio"]["ptime"] == 30  # a local change without conflict is kept
     assert "level" not in fleet.layer_path("local", "desk-1").read_text()
+    # The phone is told to drop its local value too, in every document until it has.
+    assert _doc(ff.fleet, "desk-1")["local_reset"] == ["logging.level"]
+    stale_report = {"logging": {"level": "warning"}, "audio": {"ptime": 30}}
+    fleet.set_local("desk-1", stale_report)  # the phone has not applied it yet
+    fleet.render()
+    payload = _doc(ff.fleet, "desk-1")
+    assert payload["config"]["logging"]["level"] == "debug"
+    assert payload["local_reset"] == ["logging.level"]
+    fleet.set_local("desk-1", {"audio": {"ptime": 30}})  # applied: the reset is done
+    assert fleet.device("desk-1")["local_reset"] == []
+    fleet.render()
+    assert "local_reset" not in _doc(ff.fleet, "desk-1")
+    # A later local change of the same key is a local change again (kept, reported).
+    fleet.set_local("desk-1", {"logging": {"level": "error"}})
+    assert fleet.render().conflicts["desk-1"] == {"logging.level": ("debug", "error")}
     with pytest.raises(FleetError, match="may not carry secrets"):
         fleet.set_local("desk-1", {"api": {"token": "x" * 20}})
 

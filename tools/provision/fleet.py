@@ -272,23 +272,45 @@ class Fleet:
         return central, _read_toml(self.layer_path("local", device_id))
 
     def set_local(self, device_id: str, changes: dict[str, Any]) -> None:
-        """Replace the local layer of a device with what the phone reported."""
+        """Replace the local layer of a device with what the phone reported.
+
+        A path the admin forced back (``local_reset``) stays reset until a report no longer
+        carries it: from then on the phone has dropped it, and a later local change to it is a
+        new local change again.
+        """
         _, secrets = doc.split_secrets(changes, device_id, _DUMMY_X25519)
         if secrets:
             raise FleetError(f"local changes may not carry secrets ({', '.join(sorted(secrets))})")
         pki.atomic_write(self.layer_path("local", device_id), tomli_w.dumps(changes).encode())
+        inv = self.inventory()
+        rec = inv["devices"].get(device_id)
+        if rec and rec.get("local_reset"):
+            still = sorted(set(rec["local_reset"]) & layers.leaves(changes))
+            if still != rec["local_reset"]:
+                rec["local_reset"] = still
+                self.save_inventory(inv)
 
-    def effective_config(self, device_id: str, *, force: bool = False) -> tuple[dict, dict]:
-        """(merged config, conflicts); with ``force`` conflicting local keys are deleted."""
+    def effective_config(
+        self, device_id: str, rec: dict[str, Any], *, force: bool = False
+    ) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+        """(merged config, conflicts kept local) for the inventory record ``rec``.
+
+        With ``force`` the conflicting local paths are dropped from the local layer and added
+        to ``rec["local_reset"]`` (the caller saves the inventory).
+        """
         central, local = self.layers_for(device_id)
+        reset = set(rec.get("local_reset", []))
+        local = layers.drop_paths(local, reset)
         clash = layers.conflicts(central, local)
         if clash and force:
             local = layers.drop_paths(local, set(clash))
             pki.atomic_write(self.layer_path("local", device_id), tomli_w.dumps(local).encode())
-            log.warning("device %s: dropped local changes %s (--force)", device_id, sorted(clash))
+            rec["local_reset"] = sorted(reset | set(clash))
+            log.warning("device %s: local changes %s reset (--force)", device_id, sorted(clash))
+            clash = {}
         merged = layers.merge(central, local)
-        merged.setdefault("device", {}).setdefault("name", self.device(device_id)["name"])
-        return merged, ({} if force else clash)
+        merged.setdefault("device", {}).setdefault("name", rec.get("name", device_id))
+        return merged, clash
 
     def render(
         self,
@@ -310,7 +332,7 @@ class Fleet:
         for did in sorted(inv["devices"]):
             rec = inv["devices"][did]
             try:
-                merged, clash = self.effective_config(did, force=force)
+                merged, clash = self.effective_config(did, rec, force=force)
                 if clash:
                     result.conflicts[did] = clash
                 parse_config(merged, file=f"device {did}", base_dir=Path("/"))
@@ -320,7 +342,9 @@ class Fleet:
             except FleetError as e:
                 result.errors[did] = str(e)
                 continue
-            digest = hmac.new(mac_key, doc.canonical(merged), hashlib.sha256).hexdigest()
+            reset = list(rec.get("local_reset", []))
+            content = doc.canonical({"config": merged, "local_reset": reset})
+            digest = hmac.new(mac_key, content, hashlib.sha256).hexdigest()
             target = devices_dir / f"{did}.json"
             if (
                 digest == rec.get("config_hmac")
@@ -347,6 +371,8 @@ class Fleet:
                 "config": clean,
                 "secrets": secrets,
             }
+            if reset:
+                payload["local_reset"] = reset
             signed = doc.sign_document(payload, signing)
             pki.atomic_write(target, (json.dumps(signed, indent=1) + "\n").encode())
             rec.update(serial=serial, config_hmac=digest, expires_at=now + validity)

@@ -9,14 +9,18 @@ overwrites them).
   a higher layer's account with the same id updates that account's keys, a new id is appended.
 - Any other array, and every scalar, is replaced as a whole.
 - A local change to a key that the central layers also set is a *conflict*: the local value
-  wins and `render` lists it, unless the admin forces central values (``render --force``), which
-  deletes the conflicting keys from the local layer.
+  wins and `render` lists it, unless the admin forces central values (``render --force``): the
+  conflicting paths are then removed from the fleet's copy of the local layer, remembered in
+  the inventory (``local_reset``) and sent in every document (``local_reset``) so the phone
+  deletes them from its own local changes too, until a status report shows they are gone.
 """
 
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from firmware.provisioning.document import drop_local_paths
 
 
 def _account_key(account: Any, index: int) -> str:
@@ -87,30 +91,11 @@ def conflicts(central: dict[str, Any], local: dict[str, Any]) -> dict[str, tuple
 
 
 def drop_paths(local: dict[str, Any], paths: set[str]) -> dict[str, Any]:
-    """A copy of ``local`` without the given dotted paths (empty tables/accounts removed)."""
-    out = copy.deepcopy(local)
-    for path in paths:
-        parts = path.split(".")
-        if parts[0] == "accounts" and isinstance(out.get("accounts"), list):
-            for i, account in enumerate(out["accounts"]):
-                if isinstance(account, dict) and _account_key(account, i) == parts[1]:
-                    _drop(account, parts[2:])
-            out["accounts"] = [
-                a for a in out["accounts"] if not (isinstance(a, dict) and set(a) <= {"id"})
-            ]
-            if not out["accounts"]:
-                del out["accounts"]
-        else:
-            _drop(out, parts)
-    return out
+    """A copy of ``local`` without the given dotted paths (the phone applies the same function
+    to its own local changes when a document carries ``local_reset``)."""
+    return drop_local_paths(local, paths)
 
 
-def _drop(node: dict[str, Any], parts: list[str]) -> None:
-    if len(parts) == 1:
-        node.pop(parts[0], None)
-        return
-    child = node.get(parts[0])
-    if isinstance(child, dict):
-        _drop(child, parts[1:])
-        if not child:
-            del node[parts[0]]
+def leaves(obj: dict[str, Any]) -> set[str]:
+    """Every dotted path set in a layer."""
+    return set(_leaves(obj))
