@@ -27,7 +27,7 @@ from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess
 from tests.interop.sipp import SippResult
 from tests.interop.sniff import Sniffer
-from tests.interop.test_calls_baresip import alsa_files, connected
+from tests.interop.test_calls_baresip import alsa_files, connected, deskphone
 from tests.interop.test_progress_tones import played, wait_log
 
 A_TONE = 1000.0
@@ -203,3 +203,42 @@ def test_call_waiting_tone_busy_beyond_the_limit_answer_and_hold_and_swap(
     phone.call_action(c2, "hangup")
     far_a.wait_event("CALL_CLOSED", 10)
     far_b.wait_event("CALL_CLOSED", 10)
+
+
+def test_rejecting_the_waiting_call_leaves_the_talking_call_untouched(
+    kamailio: Kamailio,
+    phones: Callable[..., PhoneProcess],
+    make_baresip: Any,
+    sniffer: Callable[[int], Sniffer],
+    tmp_path: Path,
+) -> None:
+    """Users 1125-1127: 603 Decline to the waiting caller, no re-INVITE to the talking peer,
+    whose RTP keeps flowing; the call-waiting tone stops."""
+    far_a: Baresip = make_baresip(
+        "1126", kamailio=kamailio, codecs=["PCMU"], auto_answer=True, tone_hz=A_TONE
+    )
+    far_b: Baresip = make_baresip("1127", kamailio=kamailio, codecs=["PCMU"], tone_hz=B_TONE)
+    phone, _ = deskphone(phones, kamailio, "1125", tmp_path)
+    c1 = phone.dial("1126")["id"]
+    phone.wait_call(connected(c1), 10, "the call to A to connect")
+    far_a.wait_event("CALL_ESTABLISHED", 10)
+    sniff = sniffer(phone.sip_port)
+    far_b.dial(kamailio.aor("1125"))
+    c2 = phone.wait_call(lambda c: c["state"] == "ringing", 10, "B's call to ring")["id"]
+    wait_log(phone, f"call-waiting tone started (call {c2} waits", 5)
+
+    phone.call_action(c2, "reject", status=603, reason="Decline")
+    far_b.wait_event("CALL_CLOSED", 10)
+    done = phone.wait_call(lambda c: c["id"] == c2 and c["state"] == "ended", 10, "B's end")
+    assert (done["end_cause"], done["end_status"]) == ("rejected", 603)
+    wait_log(phone, f"call-waiting tone stopped (call {c2})", 5)
+    assert phone.status()["lines"] == {"max_calls": 4, "active_call": c1, "waiting": []}
+    sent, received = rtp_rate(phone, c1)
+    assert sent >= 40 and received >= 40, (sent, received)
+
+    wire = sip_sent(sniff.close())
+    finals = [first for first, t in wire if header(t, "CSeq").endswith("INVITE")]
+    assert "SIP/2.0 603 Decline" in finals, finals
+    assert not [first for first, _ in wire if first.startswith("INVITE ")]  # A not re-INVITEd
+    phone.call_action(c1, "hangup")
+    far_a.wait_event("CALL_CLOSED", 10)
