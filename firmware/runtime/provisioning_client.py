@@ -260,8 +260,25 @@ class ProvisioningService:
                 # the old phone's sockets close on later loop turns: bounded wait for the port
                 await asyncio.sleep(0.1)
         self.phone, self.current = phone, loaded
+        self._lcd_notice(phone, loaded)
         if phone.api is not None and phone.api.bound is not None:
             log.info("action API on http://%s:%d/api/status", *phone.api.bound)
+
+    def _lcd_notice(self, phone: ProvisionedPhone, loaded: Loaded) -> None:
+        """Tell the user on the LCD where the config came from (a few seconds' notice)."""
+        driver = getattr(phone, "ui", None)
+        if driver is None:
+            return
+        reset = self.store.last_reset()
+        if reset is not None and not self.store.has_good():
+            text = f"Reset: config #{loaded.serial}"
+        elif loaded.trial:
+            text = f"New config #{loaded.serial}"
+        else:
+            text = f"Saved config #{loaded.serial}"
+        with contextlib.suppress(Exception):  # the UI is optional and must not stop provisioning
+            driver.ui.show_error(text, time.monotonic())
+            driver.refresh()
 
     async def _await_registered(self) -> bool:
         deadline = time.monotonic() + self.boot.trial_timeout

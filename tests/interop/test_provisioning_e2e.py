@@ -101,6 +101,7 @@ def test_bootstrap_fetch_register_check_sync(lab: Lab, phone: BootstrapPhone) ->
     assert reset.returncode == 0 and "good.json" in reset.stdout, reset.stderr
     again = lab.phone().start()
     try:
+        again.wait_for(lambda s: "Reset: config #3" in " ".join(s["lcd"]), 5, "LCD says reset")
         prov = wait_provisioning(again, lambda p: p["source"] == "server", "fetched after reset")
         assert prov["serial"] == 3 and prov["floor"] == 3
         assert prov["factory_reset"]["reason"] == "moved to another desk"
