@@ -223,7 +223,7 @@ class _SubscriptionUsage:
             ua.respond(server_tx, request, status, reason, now)
 
         if request.method != "NOTIFY":
-            reply(405 if request.method != "BYE" else 200, "Not in this refer subscription")
+            reply(405, "Only NOTIFY in a refer subscription")
             return
         self.service._notify_received(self.transfer, request, reply, now)
         self.service.calls.process(now)
