@@ -222,8 +222,8 @@ class _SubscriptionUsage:
         def reply(status: int, reason: str) -> None:
             ua.respond(server_tx, request, status, reason, now)
 
-        if request.method != "NOTIFY":
-            reply(405, "Only NOTIFY in a refer subscription")
+        if request.method != "NOTIFY":  # RFC 3261 21.4.6: a 405 lists what is allowed
+            ua.respond(server_tx, request, 405, "Method Not Allowed", now, [("Allow", "NOTIFY")])
             return
         self.service._notify_received(self.transfer, request, reply, now)
         self.service.calls.process(now)
