@@ -268,7 +268,10 @@ def test_group_and_directed_pickup_dial_the_feature_codes(
         kamailio,
         "1073",
         tmp_path,
-        {"blf": {"group_pickup_code": "*8", "pickup_code": "**"}},
+        {
+            "blf": {"group_pickup_code": "*8", "pickup_code": "**"},
+            "keys": [{"key": "LINE_4", "type": "speeddial", "target": "*97"}],
+        },
     )
     code, group = phone.post("/api/pickup", {})
     assert code == 201 and group["target"] == "*8", group
@@ -280,6 +283,11 @@ def test_group_and_directed_pickup_dial_the_feature_codes(
     assert code == 201 and directed["target"] == "**1062", directed
     code, err = phone.post("/api/pickup", {"extension": "10 62"})
     assert code == 400 and "extension" in err["error"]
+    # A speed-dial key dials its target; an unknown key is 404.
+    code, speed = phone.post("/api/blf/LINE_4")
+    assert code == 200 and phone.call(speed["call"])["remote"] == "sip:*97@127.0.0.1", speed
+    code, err = phone.post("/api/blf/LINE_9")
+    assert code == 404 and "LINE_9" in err["error"]
 
 
 def test_server_side_dnd_and_forwarding_dial_feature_codes(
