@@ -267,8 +267,13 @@ class UiDriver:
 
     def status(self) -> dict[str, Any]:
         """`lcd` (plain text) and `leds` for GET /api/status, plus the UI's own state."""
+        board_status = getattr(self.board, "status", None)
+        glass = board_status().get("lcd") if callable(board_status) else None
+        if glass is not None:
+            glass = [line.rstrip() for line in glass]  # the glass pads; status shows the text
         return {
-            "lcd": [plain(line) for line in self.lcd],
+            # what the glass shows (long lines scroll there); the UI's lines without a board
+            "lcd": glass if glass is not None else [plain(line) for line in self.lcd],
             "leds": dict(sorted(self.leds.items())),
             "ui": {
                 "screen": self.ui.mode,

@@ -114,8 +114,9 @@ def softkey_row(labels: Sequence[str], cols: int) -> str:
 
 
 def fit(content: Sequence[str], softkeys: str, size: UiSettings) -> list[str]:
-    """Exactly `rows` lines of at most `cols` characters; softkeys take the last row on displays
-    with three rows or more, and the first lines of content are the most important."""
+    """Exactly `rows` lines; softkeys take the last row on displays with three rows or more,
+    and the first lines of content are the most important. Content lines longer than `cols`
+    are kept whole: the board scrolls them (board/charset.scroll), so long names stay readable."""
     rows, cols = size.rows, size.cols
     body = [line for line in content]
     if rows >= 3 and softkeys:
@@ -125,4 +126,6 @@ def fit(content: Sequence[str], softkeys: str, size: UiSettings) -> list[str]:
     else:
         body = body[:rows]
     body += [""] * (rows - len(body))
-    return [line[:cols] for line in body]
+    if rows >= 3 and softkeys:
+        body[-1] = body[-1][:cols]
+    return body
