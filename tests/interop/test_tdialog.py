@@ -11,6 +11,9 @@ As transferee (data/ood_refer_target_dialog.xml, Kamailio users 1151-1153): sipp
 and REFERs it outside the dialog with Target-Dialog; over UDP the dialog identifiers prove
 nothing, so the allow-listed sipp identity must answer the phone's Digest challenge first; the
 phone calls the target (a baresip) and BYEs sipp; the REFER replayed afterwards gets 481.
+
+Without any NOTIFY (data/uas_refer_no_notify.xml) the transferor gives up after
+``[transfer] notify_timeout`` and resumes the call (RFC 5589 section 6 recovery).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -131,3 +135,54 @@ def test_deskphone_as_transferee_of_an_out_of_dialog_refer_with_target_dialog(
     assert "1152" in new["remote"] and new["state"] == "connected"
     phone.call_action(new["id"], "hangup")
     target.wait_event("CALL_CLOSED", 10)
+
+
+def test_transferor_gives_up_when_no_final_notify_comes_and_resumes(
+    phones: Callable[..., PhoneProcess], tmp_path: Path
+) -> None:
+    """sipp accepts the REFER and never NOTIFYs: after [transfer] notify_timeout (2 s here) the
+    phone gives up, resumes the call (sendrecv re-INVITE) and says why in status."""
+    sipp = require_tool("sipp")
+    port = free_port(socket.SOCK_DGRAM)
+    log = tmp_path / "sipp-no-notify.log"
+    uas = subprocess.Popen(
+        [sipp, "-sf", str(DATA / "uas_refer_no_notify.xml"), "-i", "127.0.0.1", "-p", str(port),
+         "-m", "1", "-timeout", "30s", "-timeout_error", "-nostdin", "-trace_msg",
+         "-message_file", str(log), "-mp", str(free_port(socket.SOCK_DGRAM))],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        phone = phones([], sections={"transfer": {"notify_timeout": 2}})
+        call = phone.dial(f"sip:sipp@127.0.0.1:{port}")
+        phone.wait_call(connected(call["id"]), 10, "the call to sipp")
+        started = time.monotonic()
+        phone.call_action(call["id"], "transfer", target="sip:1155@127.0.0.1")
+        failed = phone.wait_call(
+            lambda c: c["id"] == call["id"] and c.get("transfer") == "failed", 10, "the give-up"
+        )
+        elapsed = time.monotonic() - started
+        assert 1.5 <= elapsed <= 6, f"gave up after {elapsed:.1f} s, configured 2 s"
+        assert failed["transfer_status"] == 408
+        assert failed["transfer_reason"] == "no final NOTIFY within 2 s"
+        resumed = phone.wait_call(
+            lambda c: c["id"] == call["id"] and c["state"] == "connected" and not c["held"],
+            10,
+            "the call resumed",
+        )
+        assert resumed["transfer"] == "failed"
+        phone.call_action(call["id"], "hangup")
+        out, _ = uas.communicate(timeout=30)
+        assert uas.returncode == 0, out.decode(errors="replace")[-3000:]
+    finally:
+        if uas.poll() is None:
+            uas.kill()
+            uas.wait(5)
+    received = [m for m in parse_message_log(log.read_text(errors="replace"))]
+    invites = [
+        m for m in received if m.direction == "received" and m.first_line.startswith("INVITE")
+    ]
+    assert len(invites) == 3  # call, hold, resume
+    assert "a=sendonly" in invites[1].text
+    assert "a=sendonly" not in invites[2].text and "a=inactive" not in invites[2].text
