@@ -45,6 +45,8 @@ class ConfigServerThread:
         self.runner, self.port = fut.result(15)
 
     def stop(self) -> None:
+        if not self.thread.is_alive():
+            return
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(15)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)

@@ -195,6 +195,15 @@ def test_wrong_client_certificate_and_offline_keep_last_known_good(
         assert "cannot fetch" in prov["last_error"] or "TLS" in prov["last_error"]
     finally:
         again.terminate()
+    # offline: the config server is gone; the phone still comes up on its last known good
+    lab.server.stop()
+    offline = lab.phone().start()
+    try:
+        offline.wait_state("registered", 15)
+        prov = wait_provisioning(offline, lambda p: p["last_error"], "fetch error")
+        assert prov["serial"] == 1 and "cannot fetch" in prov["last_error"]
+    finally:
+        offline.terminate()
 
 
 def _cli(*args: str) -> str:
