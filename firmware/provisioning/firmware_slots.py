@@ -127,6 +127,24 @@ class Slots:
         atomic_symlink(self.root / "current", "a")
         self._write("floor.json", {"version": version})
 
+    def init_from_bundle(self, bundle: Path, version: str) -> None:
+        """Factory state from a firmware bundle (what the first-boot installer has on the boot
+        partition): unpacked like an update, then made slot a."""
+        staging = self.root.parent / f".{self.root.name}-factory"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        try:
+            with tarfile.open(bundle, "r:gz") as tar:
+                tar.extractall(staging, filter="data")
+            entries = list(staging.iterdir())
+            tree = entries[0] if len(entries) == 1 and entries[0].is_dir() else staging
+            self.init_from_tree(tree, version)
+        except (tarfile.TarError, OSError) as e:
+            raise FirmwareError(f"cannot unpack the factory bundle {bundle}: {e}") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
     # ----- install ----------------------------------------------------------------------------
     def check_update(self, version: str) -> None:
         """Refuse a downgrade below the floor, and re-installing what runs."""

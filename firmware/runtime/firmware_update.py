@@ -12,7 +12,8 @@ and its action API answers HTTP - within the bound; passed -> `commit()`, failed
 phone exited) -> the phone is stopped, `rollback()` records why, and the previous slot starts.
 The phone asks for a new boot (after installing an update) by exiting with code 75.
 
-The phone side of the health check is `watch_health`: with DESKPHONE_HEALTH_FILE set it writes
+First install (the flashing tool's installer): ``deskphone-boot --slots DIR --init BUNDLE VERSION``
+makes slot a from a bundle. The phone side of the health check is `watch_health`: with DESKPHONE_HEALTH_FILE set it writes
 ``{"registered": true, "api": url}`` there once every account is registered.
 """
 
@@ -245,11 +246,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--slots", required=True, help="slots directory (a/, b/, current)")
     parser.add_argument("--health-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--init",
+        nargs=2,
+        metavar=("BUNDLE", "VERSION"),
+        help="first install: make slot a from this bundle, then exit",
+    )
     parser.add_argument("args", nargs=argparse.REMAINDER, help="-- then deskphone arguments")
     ns = parser.parse_args(argv)
     args = ns.args[1:] if ns.args[:1] == ["--"] else ns.args
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if ns.init:
+            Slots(Path(ns.slots)).init_from_bundle(Path(ns.init[0]), ns.init[1])
+            log.info("slots %s: firmware %s in slot a", ns.slots, ns.init[1])
+            return 0
         return launch(Path(ns.slots), args, ns.health_timeout)
     except FirmwareError as e:
         log.error("%s", e)

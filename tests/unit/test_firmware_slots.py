@@ -117,3 +117,13 @@ def test_a_bundle_with_one_top_directory_is_hoisted(slots: Slots, tmp_path: Path
     slot = slots.install(*bundle(tmp_path, "1.1", {"deskphone-1.1/firmware/x.py": "v2"}))
     assert (slots.root / slot / "firmware" / "x.py").read_text() == "v2"
     assert slots.slot_version(slot) == "1.1"
+
+
+def test_first_install_from_a_bundle_via_the_launcher(tmp_path: Path) -> None:
+    from firmware.runtime.firmware_update import main
+
+    path, _manifest = bundle(tmp_path, "1.0", {"deskphone-1.0/firmware/__main__.py": "v1"})
+    assert main(["--slots", str(tmp_path / "slots"), "--init", str(path), "1.0"]) == 0
+    slots = Slots(tmp_path / "slots")
+    assert slots.active() == "a" and slots.current_version() == "1.0" and slots.floor() == "1.0"
+    assert (slots.root / "a" / "firmware" / "__main__.py").read_text() == "v1"
