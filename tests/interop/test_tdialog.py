@@ -13,7 +13,9 @@ nothing, so the allow-listed sipp identity must answer the phone's Digest challe
 phone calls the target (a baresip) and BYEs sipp; the REFER replayed afterwards gets 481.
 
 Without any NOTIFY (data/uas_refer_no_notify.xml) the transferor gives up after
-``[transfer] notify_timeout`` and resumes the call (RFC 5589 section 6 recovery).
+``[transfer] notify_timeout`` and resumes the call (RFC 5589 section 6 recovery). As the
+recipient of an in-dialog REFER with Refer-Sub: false (data/refer_sub_false_in_dialog.xml) the
+phone grants it and sends no NOTIFY at all.
 """
 
 from __future__ import annotations
@@ -186,3 +188,35 @@ def test_transferor_gives_up_when_no_final_notify_comes_and_resumes(
     assert len(invites) == 3  # call, hold, resume
     assert "a=sendonly" in invites[1].text
     assert "a=sendonly" not in invites[2].text and "a=inactive" not in invites[2].text
+
+
+def test_refer_sub_false_is_honoured_without_any_notify(
+    kamailio: Kamailio,
+    phones: Callable[..., PhoneProcess],
+    make_baresip: Any,
+    sipp: Callable[..., SippResult],
+    tmp_path: Path,
+) -> None:
+    """RFC 4488 as recipient: sipp's in-dialog REFER with Refer-Sub: false is granted (200 with
+    Refer-Sub: false); the phone transfers itself to baresip 1157 and sends no NOTIFY."""
+    target: Baresip = make_baresip("1157", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
+    phone = listed_phone(phones, kamailio, "1156", tmp_path)
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(
+            sipp,
+            "refer_sub_false_in_dialog.xml",
+            ("127.0.0.1", phone.sip_port),
+            keys={"user": "1158", "domain": kamailio.domain, "target": kamailio.aor("1157")},
+            timeout=30,
+        )
+        ringing = phone.wait_call(lambda c: c["state"] == "ringing", 10, "sipp's call to ring")
+        phone.call_action(ringing["id"], "answer")
+        result = run.result(timeout=60)
+    assert result.ok, result.explain()  # a NOTIFY would have been an unexpected message
+    assert not [m for m in result.messages if m.first_line.startswith("NOTIFY")]
+    target.wait_event("CALL_ESTABLISHED", 5)
+    original = phone.call(ringing["id"])
+    assert original["transfer"] == "done" and original["end_cause"] == "local_bye"
+    new = next(c for c in phone.status()["calls"] if c["direction"] == "outgoing")
+    phone.call_action(new["id"], "hangup")
+    target.wait_event("CALL_CLOSED", 10)
