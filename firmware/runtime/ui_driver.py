@@ -39,42 +39,10 @@ class BoardOutput(Protocol):
     def ring(self, on: bool) -> None: ...
 
 
-class MemoryBoard:
-    """A board with nothing attached: remembers what it was told (for status and the demo)."""
-
-    size = (20, 4)
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.leds: dict[str, LedMode] = {}
-        self.ringing = False
-
-    def show(self, lines: list[str]) -> None:
-        self.lines = list(lines)
-
-    def led(self, name: str, mode: LedMode) -> None:
-        self.leds[name] = mode
-
-    def ring(self, on: bool) -> None:
-        self.ringing = on
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-
 def make_board(profile: str, on_key: KeySink) -> Any:
-    """The board for a `[board] profile`; the in-memory board when the board layer is absent."""
-    try:
-        from firmware.runtime.board_io import open_board  # type: ignore[attr-defined]
-    except ImportError:
-        if profile != "sim":
-            raise ValueError(
-                f"board profile {profile!r}: the board layer is not installed"
-            ) from None
-        return MemoryBoard()
+    """The board for a `[board] profile` (validated when the config was loaded)."""
+    from firmware.runtime.board_io import open_board
+
     return open_board(profile, on_key)
 
 

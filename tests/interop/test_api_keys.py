@@ -134,6 +134,12 @@ def test_auth_bad_keys_and_bad_json(pair: tuple[PhoneProcess, PhoneProcess]) -> 
         raise AssertionError("bad JSON was accepted")
     except urllib.error.HTTPError as e:
         assert e.code == 400 and "not valid JSON" in json.loads(e.read())["error"]
+    # DND from its key: the phone's DND (issue 5's feature) follows, with its LED and indicator
+    reply = press(alice, "DND")
+    assert reply["leds"]["DND"] == "on" and "DND" in reply["lcd"][2]
+    assert alice.status()["dnd"] is True
+    press(alice, "DND")
+    assert alice.status()["dnd"] is False
     # a long press reaches the UI: long 0 while dialling is '+'
     hook(alice, "offhook")
     assert press(alice, "DIGIT_0", long=True)["lcd"][1] == "+_"

@@ -49,3 +49,18 @@ def test_mistakes_name_the_key(sections: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as e:
         _parse(**sections)
     assert e.value.key == key and e.value.file == "phone.toml"
+
+
+def test_a_bad_board_profile_is_a_config_error(tmp_path: Any) -> None:
+    with pytest.raises(ConfigError) as e:
+        _parse(board={"profile": "no-such-board"})
+    assert e.value.key == "board.profile" and "no such board profile" in e.value.message
+    bad = tmp_path / "desk.toml"
+    bad.write_text('[board]\nname = "x"\ndriver = "warp"\n')
+    with pytest.raises(ConfigError) as e:
+        parse_config(
+            {"api": {"enabled": False}, "board": {"profile": "desk.toml"}},
+            file="phone.toml",
+            base_dir=tmp_path,
+        )
+    assert e.value.key == "board.profile" and "desk.toml" in e.value.message
