@@ -3,7 +3,8 @@
 (as the Pi mounts it), `render` (entry points called in-process), `deskphone-provision serve` as its own process, and the phone
 started from the flashed bootstrap: it fetches its config over mTLS, registers with the real
 Kamailio using the encrypted credentials, and its status report shows up in
-`deskphone-provision status`.
+`deskphone-provision status`; then a central change, `render` and `deskphone-provision resync`
+(check-sync through Kamailio) reach the running phone (acceptance 3).
 
 Kamailio user 1120 (provisioning range 1101-1120; the phone-side tests use the lower ones).
 """
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,6 +134,7 @@ def test_flashed_image_boots_provisions_and_registers(
     served_fleet: tuple[Path, int, int, int], tmp_path: Path, kamailio: Kamailio
 ) -> None:
     fleet, _, api_port, sip_port = served_fleet
+    host, port = kamailio.udp_addr
     bootstrap = _unpack_boot(tmp_path / "raspios.img", tmp_path / "boot-partition")
     phone = FlashedPhone(tmp_path, bootstrap, api_port, sip_port).start()
     try:
@@ -149,5 +152,20 @@ def test_flashed_image_boots_provisions_and_registers(
             time.sleep(0.2)  # external observer polling the fleet's status files
         table = _tool("status", str(fleet))
         assert f"desk-{USER}  Lab desk" in table and "1/1" in table
+
+        # Acceptance 3, the admin's half: change a setting centrally, render, `resync` sends
+        # check-sync through Kamailio, and the phone applies serial 2 within seconds.
+        layer = fleet / "config" / "devices" / f"desk-{USER}.toml"
+        data = tomllib.loads(layer.read_text())
+        data.setdefault("device", {})["name"] = "Front desk"
+        layer.write_text(tomli_w.dumps(data))
+        assert "serial 2" in _tool("render", str(fleet))
+        sent = _tool("resync", str(fleet), f"desk-{USER}")
+        assert sent.strip().endswith(": 200 OK"), sent
+        assert f"sip:{USER}@{kamailio.domain} via {host}:{port}" in sent
+        status = phone.wait_for(
+            lambda s: s["device"]["name"] == "Front desk", 10, "the new name applied"
+        )
+        assert status["provisioning"]["serial"] == 2
     finally:
         phone.terminate()

@@ -96,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--tree", type=Path, help="rendered tree (default FLEET/www)")
     s.add_argument("--listen", default="127.0.0.1:8443", help="host:port (port 0: any free)")
 
+    s = sub.add_parser("resync", help="SIP NOTIFY check-sync through the registrar: fetch now")
+    s.add_argument("fleet", type=Path)
+    s.add_argument("devices", nargs="*", help="device ids (default: every device)")
+    s.add_argument("--proxy", help="UDP host:port to send through (default: the registrar)")
+    s.add_argument("--timeout", type=float, default=8.0)
+    s.add_argument("--from", dest="from_uri", default="sip:provisioning@deskphone.invalid")
+
     s = sub.add_parser("status", help="show the phones' last status reports")
     s.add_argument("fleet", type=Path)
     s.add_argument("--json", action="store_true")
@@ -199,6 +206,22 @@ def run(argv: list[str]) -> int:
     elif args.cmd == "serve":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve(fleet, args.tree, args.listen))
+    elif args.cmd == "resync":
+        from tools.provision.resync import ResyncError, send_check_sync, target_for
+
+        failed = 0
+        for did in args.devices or sorted(fleet.inventory()["devices"]):
+            try:
+                config, _ = fleet.effective_config(did, fleet.device(did))
+                target = target_for(config, args.proxy)
+                code, reason = send_check_sync(target, args.timeout, args.from_uri)
+            except (ResyncError, OSError, ValueError) as e:
+                print(f"{did}: not sent: {e}", file=sys.stderr)
+                failed += 1
+                continue
+            print(f"{did}: {target.aor} via {target.proxy[0]}:{target.proxy[1]}: {code} {reason}")
+            failed += code >= 300
+        return 1 if failed else 0
     elif args.cmd == "status":
         statuses = fleet.statuses()
         if args.json:
