@@ -104,6 +104,10 @@ def test_mwi_from_the_registrar_counts_a_strangers_is_refused(
     )
     assert stranger.received_statuses[-1] == 403, stranger.explain()
     assert phone.status()["mwi"]["new"] == 3
+    # T11: dialog-info NOTIFYs for subscriptions the phone never made -> 481, from anyone.
+    for target in (kamailio.udp_addr, ("127.0.0.1", phone.sip_port)):
+        forged = sipp("notify_unknown.xml", target, keys={"to": "1064"})
+        assert forged.ok and forged.received_statuses == [481, 481], forged.explain()
 
 
 def test_dnd_and_every_forwarding_mode_on_the_wire(
