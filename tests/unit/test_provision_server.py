@@ -98,6 +98,8 @@ async def test_removed_device_loses_access(served) -> None:
     fleet.save_inventory(inv)
     status, body, _ = await _get(f"{base}/devices/desk-2.json", ff.client_context("desk-2"))
     assert status == 403 and b"not in the fleet inventory" in body
+    status, body, _ = await _get(f"{base}/firmware/0.1.0.json", ff.client_context("desk-2"))
+    assert status == 403 and b"not in the fleet inventory" in body
 
 
 async def test_firmware_files_are_served_to_fleet_devices(served) -> None:

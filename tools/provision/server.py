@@ -125,6 +125,9 @@ class ConfigServer:
         cn = peer_cn(request)
         if cn is None:
             return _error(403, "a client certificate from the fleet CA is required")
+        refused = self._authorise(request, cn)  # any device that is still in the inventory
+        if refused is not None:
+            return refused
         kind = "application/json" if name.endswith(".json") else "application/gzip"
         return _file_response(request, self.tree / "firmware" / name, kind)
 
