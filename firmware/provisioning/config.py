@@ -138,6 +138,7 @@ class TransferConfig:
     notify_timeout: float = 32.0  # transferor gives up waiting for the final NOTIFY (seconds)
     auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # our Digest challenges, preferred first
     trust_asserted_identity: bool = False  # P-Asserted-Identity from the registrar flow suffices
+    replaces_referred_by: bool = True  # Replaces from whoever the replaced peer referred (T7)
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,7 @@ def _parse_transfer(top: _Section, file: str) -> TransferConfig:
         notify_timeout=timeout,
         auth_algorithms=tuple(algorithms),
         trust_asserted_identity=tr.get("trust_asserted_identity", bool, False),
+        replaces_referred_by=tr.get("replaces_referred_by", bool, True),
     )
     tr.finish()
     return cfg

@@ -21,7 +21,7 @@ from firmware.call.join import JoinService
 from firmware.call.lines import LineAppearances, LineBusy
 from firmware.call.manager import AccountInfo, CallManager
 from firmware.call.refer import DEFAULT_DENY, ReferPolicy, TransferService
-from firmware.call.replaces import ReplacesService
+from firmware.call.replaces import ReplacesPolicy, ReplacesService
 from firmware.provisioning.config import AccountConfig, PhoneConfig
 from firmware.runtime.addresses import Address, resolve_target
 from firmware.runtime.api import ActionError, ApiServer
@@ -126,7 +126,11 @@ class Phone:
             self.authoriser,
         )
         # INVITE with Replaces (attended transfer target, RFC 3891): peer, transferor, or listed.
-        self.replaces = ReplacesService(self.calls, auth=self.authoriser)
+        self.replaces = ReplacesService(
+            self.calls,
+            ReplacesPolicy(referred_by_peer=tr.replaces_referred_by),
+            auth=self.authoriser,
+        )
         # INVITE with Join (RFC 3911): a listed, Digest-proven identity enters a call; mixed here.
         self.joins = JoinService(self.calls, self.authoriser)
         # line appearances: call waiting, answer-and-hold, swap; one talking call at a time

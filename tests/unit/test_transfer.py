@@ -43,6 +43,9 @@ def test_transfer_config_defaults_and_values() -> None:
     md5 = parse_config({**BASE, "transfer": {"auth_algorithms": ["MD5"]}}).transfer
     assert md5.auth_algorithms == ("MD5",)
     assert default.trust_asserted_identity is False
+    assert default.replaces_referred_by is True
+    off = parse_config({**BASE, "transfer": {"replaces_referred_by": False}}).transfer
+    assert off.replaces_referred_by is False
     auth = parse_config(
         {
             **BASE,
