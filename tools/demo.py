@@ -314,6 +314,15 @@ class Demo:
             "the call is resumed",
             lambda: self.lcd("Alice")[0] == "Bob" and self.lcd("Bob")[2] != "Held by Alice",
         )
+        self.say("Alice presses HOLD twice in a row (the second waits for the first re-INVITE)")
+        self.keys("Alice", "HOLD", "HOLD")
+        await self.until(
+            "the call ends up talking again, with no error on Alice's LCD",
+            lambda: self.state("Alice") == ["connected"]
+            and self.state("Bob") == ["connected"]
+            and not any(c.get("remote_held") for c in self.calls("Bob"))
+            and self.ui("Alice").ui.notice is None,
+        )
 
         self.say("Alice presses TRANSFER and dials Carol (2003)")
         self.keys("Alice", "TRANSFER")

@@ -27,6 +27,7 @@ from firmware.ui.phone import PhoneUI
 log = logging.getLogger(__name__)
 
 KeySink = Callable[[KeyEvent], None]
+RETRY_TIME = 4.0  # seconds a HOLD/resume waits for a running re-INVITE to finish
 
 
 class BoardOutput(Protocol):
@@ -77,6 +78,9 @@ class UiDriver:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._busy = False
+        # HOLD pressed again while the previous re-INVITE is still running: retried when the
+        # calls change (its answer arrives) until this deadline, as a person expects
+        self._pending: tuple[UiAction, float] | None = None
 
     # ----- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -147,6 +151,14 @@ class UiDriver:
         view = PhoneView.from_status(self.phone.status(), clock=time.strftime("%H:%M"))
         self.ui.update(view, time.monotonic())
         self._run_actions()
+        if self._pending is not None and not self._busy:
+            action, deadline = self._pending
+            self._pending = None
+            self._busy = True
+            try:
+                self._run(action, deadline)
+            finally:
+                self._busy = False
         if render:
             self._render()
 
@@ -167,7 +179,7 @@ class UiDriver:
         finally:
             self._busy = False
 
-    def _run(self, action: UiAction) -> None:
+    def _run(self, action: UiAction, retry_until: float | None = None) -> None:
         log.info("UI: %s %s %s", action.kind, action.call_id or "", action.target or "")
         try:
             if action.kind == "dial":
@@ -188,6 +200,12 @@ class UiDriver:
             else:
                 self._feature(action)
         except ActionError as e:
+            now = time.monotonic()
+            if action.kind in ("hold", "resume") and e.status == 409:
+                deadline = retry_until if retry_until is not None else now + RETRY_TIME
+                if now < deadline:
+                    self._pending = (action, deadline)
+                    return
             log.info("UI action %s refused: %s", action.kind, e.message)
             if action.kind == "dial":
                 self.ui.dial_result(action, None, _plain_error(e.message))
