@@ -4,11 +4,12 @@ The one module in audio/ that touches hardware. Devices are chosen by NAME, as t
 says: "default" (PortAudio's default device, which is ALSA's `pcm.!default`) or a
 case-insensitive substring of the PortAudio device name ("USB Audio", "hw:1,0").
 
-No threads and no blocking: the streams are opened in PortAudio's blocking mode but we only
-`read` what `get_read_available()` says is there and only `write` when
-`get_write_available()` has room, so a call from the asyncio loop returns at once. The
-*caller* paces the calls: the media session's ticker fires on absolute monotonic deadlines
-(`start + n * ptime`), never on accumulated sleeps, and the card's own buffer absorbs the
+No threads of our own and no blocking: the streams are opened in PortAudio's blocking mode
+but we only `read` what `get_read_available()` says is there and only `write` when
+`get_write_available()` has room, so a call returns at once and never holds up the media
+thread's next send. The *caller* paces the calls: the media session's ticks run on absolute
+monotonic deadlines (`start + n * ptime`, firmware/runtime/media.py's media thread), never
+on accumulated sleeps, and the card's own buffer absorbs the
 small jitter of those wake-ups. Differences between the card clock and the monotonic clock
 show up as a short read (padded with silence, counted in `underruns`) or a full playback
 buffer (frame dropped, counted in `overruns`) once in a while, not as growing delay.

@@ -214,7 +214,8 @@ class WavFileSink:
             return
         # writeframesraw: writeframes would also rewrite the header (3 seeks, a write) on
         # every frame; we patch it on flush() instead, about once a second
-        self._wav.writeframesraw(np.asarray(pcm, dtype=_WAV_SAMPLE).tobytes())
+        # the array's own buffer, no bytes copy (wave takes any C-contiguous buffer)
+        self._wav.writeframesraw(np.ascontiguousarray(pcm, dtype=_WAV_SAMPLE).data)
         self.samples += len(pcm)
         self._unflushed += len(pcm)
         if self._unflushed >= self.rate * self.FLUSH_SAMPLES_S:

@@ -379,14 +379,19 @@ class JitterBuffer:
     def _assemble(self) -> tuple[np.ndarray, str]:
         """Take one frame's worth of media from the buffer, decoding or concealing as needed."""
         n = self.pcm_frame
-        kind = self._carry_kind if self._carry.size else AUDIO
-        whole = not self._carry.size  # the frame may turn out to be one decoded piece
-        self._piece_rms = None
+        if not self._carry.size:
+            piece, piece_kind = self._next_piece()
+            if len(piece) == n:  # the usual case: one packet is one frame, nothing carried
+                if piece_kind != AUDIO:
+                    self._piece_rms = None
+                self.counters[piece_kind] += 1
+                return piece, piece_kind
+            self._carry, self._carry_kind = piece, piece_kind
+        kind = self._carry_kind  # of the carried samples, which come first
+        self._piece_rms = None  # the frame is not exactly one decoded packet
         while len(self._carry) < n:
             piece, piece_kind = self._next_piece()
-            if not (whole and piece_kind == AUDIO and len(piece) == n):
-                self._piece_rms = None
-            whole = False
+            self._piece_rms = None
             self._carry = np.concatenate((self._carry, piece)) if self._carry.size else piece
             self._carry_kind = piece_kind  # what is left over belongs to the last piece
             if piece_kind != AUDIO and kind == AUDIO:

@@ -148,10 +148,17 @@ class MediaClock:
                     self._thread = None
                     return
                 now = monotonic()
-                for session in list(self._sessions):
+                sessions = self._sessions
+                if len(sessions) == 1:  # the usual case, without the copy and the generator
+                    session = sessions[0]
                     if session.due <= now:
                         session.on_due()
-                next_due = min(s.due for s in self._sessions) if self._sessions else now
+                    next_due = session.due
+                else:
+                    for session in list(sessions):
+                        if session.due <= now:
+                            session.on_due()
+                    next_due = min(s.due for s in sessions) if sessions else now
             delay = next_due - monotonic()
             if delay > 0:
                 wake.acquire(timeout=delay)
@@ -174,6 +181,16 @@ def _raise_priority(priority: int) -> str:
 
 
 CLOCK = MediaClock()  # one media thread per process: ticks of all calls, in deadline order
+
+
+def _adapt_source(source: Source, rate: int) -> Source:
+    """`source` as read at `rate`: itself when it already is (no wrapper call per frame)."""
+    return source if source.rate == rate else ResamplingSource(source, rate)
+
+
+def _adapt_sink(sink: Sink, rate: int) -> Sink:
+    """What takes audio at `rate` into `sink`: the sink itself when the rates match."""
+    return sink if sink.rate == rate else ResamplingSink(sink, rate)
 
 
 class MediaSession:
@@ -232,7 +249,8 @@ class MediaSession:
         self._rx_srtp: SrtpTransform | None = None
         self._jb: JitterBuffer | None = None
         self._jb_pt: int | None = None
-        self._jb_sink: ResamplingSink | None = None
+        self._jb_sink: Sink | None = None
+        self._jb_rate = 0  # PCM rate of the jitter buffer's decoder (what _jb_sink takes)
         self.clock = CLOCK
         self.due = float("inf")  # when the media thread runs the next tick (monotonic s)
         self._last_drain = 0.0
@@ -258,13 +276,19 @@ class MediaSession:
         self.negotiated = n
         if (n.remote_address, n.remote_port) != self._latch.sdp_address:
             self._latch.set_sdp_address((n.remote_address, n.remote_port))
+        self._remote = self._latch.remote
+        # the per-tick tests, evaluated once per negotiation instead of 50 times a second
+        self._send_now = n.sending and not n.remote_hold_address  # c=0.0.0.0: send nowhere
+        self._recv_now = n.receiving
+        self._rtcp_on = n.send_rtcp
+        self._te_recv_pt = n.telephone_event_recv_pt or n.telephone_event_pt
         self.remote_rtcp = (n.remote_rtcp_address, n.remote_rtcp_port)
         if old is None or (old.send_codec, old.send_pt) != (n.send_codec, n.send_pt):
             self.codec: Codec = get_codec(n.send_codec.name)
             self._encoder = self.codec.encoder()
             self._sender.payload_type = n.send_pt
             self._sender.clock_rate = self.codec.clock_rate
-            self._source = ResamplingSource(self._raw_source, self.codec.sample_rate)
+            self._source = _adapt_source(self._raw_source, self.codec.sample_rate)
         if old is None or old.ptime != n.ptime or old.send_codec != n.send_codec:
             self.ptime = n.ptime or 20
             self._frame_ts = self.codec.clock_rate * self.ptime // 1000
@@ -282,6 +306,7 @@ class MediaSession:
         ):
             # the buffer's output frame is one tick: a new ptime (or codec) needs a new one
             self._jb = self._jb_pt = self._jb_sink = None
+            self._jb_rate = 0
         if old is None or old.crypto != n.crypto:
             self._set_crypto(n)
 
@@ -318,10 +343,10 @@ class MediaSession:
         with self.clock.lock:
             old = (self._raw_source, self._raw_sink)
             self._raw_source, self._raw_sink = source, sink
-            self._source = ResamplingSource(source, self.codec.sample_rate)
+            self._source = _adapt_source(source, self.codec.sample_rate)
             self._sink_frame = sink.rate * self.ptime // 1000
             if self._jb_sink is not None:
-                self._jb_sink = ResamplingSink(sink, self._jb_sink.rate)
+                self._jb_sink = _adapt_sink(sink, self._jb_rate)
             return old
 
     # ----- lifecycle ------------------------------------------------------------------------
@@ -465,14 +490,13 @@ class MediaSession:
         self.due = self._start_time + self._n * self._period
 
     def _tick(self, now: float) -> None:
-        n = self.negotiated
-        if n.sending and not n.remote_hold_address:  # c=0.0.0.0: send nowhere (RFC 3264 8.4)
+        if self._send_now:  # not on hold, not c=0.0.0.0 (RFC 3264 8.4)
             self._send_frame()
         else:
             self._sender.skip(self._frame_ts)
         self._drain_rtp()
-        self._play_frame(now, n.receiving)
-        if self._rtcp is not None and n.send_rtcp:
+        self._play_frame(now, self._recv_now)
+        if self._rtcp_on and self._rtcp is not None:
             data = self._rtcp.handle_timer(now)
             if data is not None:
                 self._send_rtcp(data)
@@ -540,7 +564,11 @@ class MediaSession:
                 log.error("call %s: SRTP protect failed: %s", self.call_id, e)
                 self.counters["send_errors"] += 1
                 return
-        self._sendto(self.sockets.rtp, data, self.remote)
+        try:  # _sendto inlined: this runs for every packet
+            self.sockets.rtp.sendto(data, self._remote)
+        except OSError as e:  # full buffer, ICMP error, unreachable: count, keep going
+            self.counters["send_errors"] += 1
+            log.debug("call %s: sendto %s failed: %s", self.call_id, self._remote, e)
 
     def _send_rtcp(self, data: bytes) -> None:
         if self._tx_srtp is not None:
@@ -563,7 +591,7 @@ class MediaSession:
     @property
     def remote(self) -> tuple[str, int]:
         """Where RTP goes: the SDP address, or the latched source (RFC 4961) if enabled."""
-        return self._latch.remote
+        return self._remote
 
     def _on_readable(self, sock: socket.socket, is_rtcp: bool) -> None:
         with self.clock.lock:
@@ -639,17 +667,17 @@ class MediaSession:
         latch = self._latch
         if source is not None and latch.enabled and latch.accept((source[0], source[1])):
             log.info("call %s: RTP latched to %s:%d", self.call_id, source[0], source[1])
-        n = self.negotiated
-        if not n.receiving:
+            self._remote = latch.remote
+        if not self._recv_now:
             self.counters["ignored_not_receiving"] += 1
             return
-        te_pt = n.telephone_event_recv_pt or n.telephone_event_pt
+        te_pt = self._te_recv_pt
         if te_pt is not None and pkt.payload_type == te_pt:
             self._rx.update(pkt, now, for_jitter=False)
             for ev in self._dtmf_rx.feed(pkt.payload, pkt.timestamp):
                 self._report_dtmf(ev.digit)
             return
-        spec = n.recv_codecs.get(pkt.payload_type)
+        spec = self.negotiated.recv_codecs.get(pkt.payload_type)
         if spec is None:
             self.counters["unknown_pt"] += 1
             return
@@ -662,7 +690,8 @@ class MediaSession:
                 return
             self._jb = JitterBuffer.for_codec(codec, self.ptime, self.jitter_min, self.jitter_max)
             self._jb_pt = pkt.payload_type
-            self._jb_sink = ResamplingSink(self._raw_sink, codec.sample_rate)
+            self._jb_rate = codec.sample_rate
+            self._jb_sink = _adapt_sink(self._raw_sink, codec.sample_rate)
         if self._jb.put(pkt, now) == "late":
             self._rx.note_late()
 
