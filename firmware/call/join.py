@@ -141,6 +141,8 @@ class JoinService:
         if pending is None:
             return
         old = pending.old
+        # RFC 3911 7.1 / RFC 4579: we now mix for the joiner, so our Contact says we are a focus.
+        call.session.contact = f"{call.session.contact};isfocus"
         if not call.session.accept(pending.now):
             return  # unusable offer: 488 sent by accept, the joined call is untouched
         call.state = "connected"

@@ -1,24 +1,33 @@
-"""REFER machinery and blind transfer (RFC 3515, RFC 7647, RFC 4488, RFC 5589 section 6); sans-IO.
+"""REFER machinery and transfer (RFC 3515, RFC 7647, RFC 4488, RFC 4538, RFC 5589); sans-IO.
 
-`TransferService` plugs into a `CallManager` (as a feature: ``call_added`` / ``call_synced``) and
-the UA core (``ua.handlers["REFER"]``) and plays every blind-transfer role:
+`TransferService` plugs into a `CallManager` (as a feature: ``call_added`` / ``call_synced``),
+the UA core (``ua.handlers["REFER"]``, and ``ua.services`` for its NOTIFY timeout) and plays
+every transfer role:
 
 * transferee: a REFER from the current peer of a call is vetted (`ReferPolicy`, `parse_refer_to`),
-  answered 200 (RFC 7647: never 202), the original call is held, the Refer-To target is called
-  through `CallManager.dial` (fresh Call-ID/tags, Referred-By copied), and progress is reported
-  by NOTIFY with a status-line-only sipfrag; the original call is ended (BYE) when the new one is
-  answered and resumed when it fails;
+  answered 200 (RFC 7647: never 202; Refer-Sub: false granted when asked, RFC 4488), the original
+  call is held, the Refer-To target is called through `CallManager.dial` (fresh Call-ID/tags,
+  Referred-By copied), and progress is reported by NOTIFY with a status-line-only sipfrag; the
+  original call is ended (BYE) when the new one is answered and resumed when it fails. Outside a
+  dialog (RFC 4538) a REFER must name a live call in Target-Dialog (else 481) and come from that
+  call's peer over TLS, or from an identity on ``[transfer] allow_from`` that answers the phone's
+  own Digest challenge (`firmware.call.authorise.Authoriser`); without Target-Dialog only such an
+  identity may REFER, and the phone just places the call (remote call control);
 * transferor: `transfer()` holds the call, sends REFER with Refer-To and Referred-By, follows the
-  NOTIFYs and ends the call on a 2xx sipfrag (or resumes it on failure); `transfer_attended()`
-  does the same with Refer-To: <consultation peer's Contact?Replaces=...> (RFC 5589 section 7),
-  waiting for a still-ringing consultation call to be answered first;
+  NOTIFYs and ends the call on a 2xx sipfrag (or resumes it on failure, or when no final NOTIFY
+  came within ``notify_timeout``); `transfer_attended()` does the same with Refer-To: <consultation
+  peer's Contact?Replaces=...> (RFC 5589 section 7), waiting for a still-ringing consultation call
+  to be answered first. Towards a GRUU Contact the REFER leaves the dialog (RFC 7647 section 4)
+  with Target-Dialog, and with Refer-Sub: false when the peer supports norefersub; then the
+  transferor ends the transfer by its own logic. A peer refusing that REFER gets it in the dialog
+  (RFC 5589 section 5);
 * target: an incoming INVITE's Referred-By is shown as ``referred_by`` (unverified, RFC 3892 has
   no token here).
 
 Security rows (docs/threat-model.md): T1 authorisation, T2 replay, T4 minimal sipfrag, T5 SIP
-schemes only, T6 embedded headers, T26 toll-fraud patterns, T29 method= refused.
+schemes only, T6 embedded headers, T17 Refer-Sub only to GRUUs, T26 toll-fraud patterns, T29
+method= refused.
 """
-
 from __future__ import annotations
 
 import fnmatch

@@ -60,6 +60,8 @@ def test_join_from_a_listed_supervisor_answers_at_once_and_mixes(net: Net) -> No
     assert joined.state == "connected" and joined.extras["joins_call"] == b_id
     assert b.calls.get(b_id).extras["joined_by"] == joined.id
     assert no_180(x, joined.session.call_id)  # answered, never rung
+    [ok] = [r for r in responses(x, "INVITE") if r.status == 200]
+    assert (ok.headers.get("Contact") or "").endswith(";isfocus")  # RFC 3911 7.1: a focus now
     # A's call with B is untouched: no re-INVITE, no BYE; the runtime mixes the two once.
     assert requests(a, "INVITE") == [] and requests(a, "BYE") == []
     assert b.calls.get(b_id).state == "connected" and a.calls.get(a_id).state == "connected"
