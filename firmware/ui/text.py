@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from board.charset import ICONS
+from board.charset import ICONS, untrusted
 from firmware.ui.model import CallView, DirectoryEntry, UiSettings
 
 LOCK = ICONS["lock"]  # SRTP: the call is encrypted (a CGRAM glyph on the LCD)
@@ -42,13 +42,13 @@ def number_of(uri: str | None) -> str:
             break
     text = text.split(";", 1)[0]
     user, at, host = text.partition("@")
-    return user if at and user else user if not at else host
+    return untrusted(user if at and user else user if not at else host)  # from the network (T33)
 
 
 def display_name(call: CallView, directory: Iterable[DirectoryEntry] = ()) -> str:
     """Caller name: the display name, else the directory's name for the number, else the number."""
     if call.remote_display:
-        return call.remote_display.strip('"')
+        return untrusted(call.remote_display.strip('"'))  # caller-supplied: no fake icons (T33)
     number = number_of(call.remote)
     for entry in directory:
         if entry.number == number or (entry.uri and _same_uri(entry.uri, call.remote)):
@@ -81,7 +81,7 @@ def call_failure_text(status: int | None, reason: str | None) -> str:
         return "Call failed: no response"
     words = CALL_FAILURES.get(status)
     if words is None:
-        words = f"Call failed: {reason}" if reason else "Call failed"
+        words = f"Call failed: {untrusted(reason)}" if reason else "Call failed"
     return f"{words} ({status})"
 
 

@@ -353,3 +353,23 @@ def test_directory_names_direct_uris_and_remote_hold() -> None:
     ui = make_ui(directory=(DirectoryEntry("Bob", "2002", "sip:bob@127.0.0.1:5062"),))
     show(ui, 1.0, call("c1", "connected", "sip:bob@127.0.0.1:5062;transport=udp", remote_held=True))
     assert ui.lcd()[0] == "Bob" and ui.lcd()[2] == "Held by Bob"
+
+
+def test_caller_text_cannot_forge_icons_on_the_lcd() -> None:
+    """T33: a display name carrying the lock glyph or control characters shows as '?'."""
+    ui = make_ui()
+    forged = f"Bank {LOCK}\x1b[2J"
+    show(ui, 1.0, call("c1", "ringing", f"sip:evil{LOCK}@pbx", remote_display=forged))
+    lcd = ui.lcd()
+    assert lcd[1] == "Bank ??[2J" and lcd[2] == "evil?"
+    assert not any(LOCK in line for line in lcd)
+    show(ui, 2.0, call("c1", "ended", direction="incoming", end_cause="failed"))
+    show(ui, 3.0, call("c2", "calling", "sip:2001@pbx"))
+    show(
+        ui,
+        4.0,
+        call(
+            "c2", "ended", "sip:2001@pbx", end_status=499, end_reason=f"x{LOCK}", end_cause="failed"
+        ),
+    )
+    assert ui.lcd()[2] == "Call failed: x? (499)"
