@@ -14,6 +14,8 @@ straight to the phone's SIP port (an out-of-dialog request needs no proxy):
   an unlisted identity is refused 403 without a challenge (T12).
 * join_replaces_malformed.xml: Replaces with Join, two Joins, Join or Replaces without tags:
   400 with the reason, nothing rings (T13).
+* the same Join scenario with Replaces instead: a listed third party (e.g. a park server) takes
+  the phone's call with baresip over after the challenge, without ringing; baresip gets BYE (T7).
 """
 
 from __future__ import annotations
@@ -267,3 +269,59 @@ def test_malformed_replaces_and_join_combinations_get_400(
         "SIP/2.0 400 Replaces needs to-tag and from-tag",
     ], reasons
     assert lone_phone.status()["calls"] == []
+
+
+def test_replaces_from_a_listed_identity_is_challenged_then_takes_the_call_over(
+    kamailio: Kamailio,
+    phones: Callable[..., PhoneProcess],
+    make_baresip: Any,
+    sipp: Callable[..., SippResult],
+    sniffer: Callable[[int], Sniffer],
+    tmp_path: Path,
+) -> None:
+    """T7: a third party (allow-listed 1154, e.g. a park server) replaces the phone's call with
+    baresip 1149: 401, then 200 without 180, and the phone BYEs baresip."""
+    far: Baresip = make_baresip("1149", kamailio=kamailio, codecs=["PCMU"], auto_answer=True)
+    phone = listed_phone(phones, kamailio, "1148", tmp_path, "1154")
+    sent = sniffer(phone.sip_port)
+    call = phone.dial("1149")
+    phone.wait_call(connected(call["id"]), 10, "connected to baresip")
+    far.wait_event("CALL_ESTABLISHED", 10)
+    deadline = time.monotonic() + 5
+    while b"ACK sip:1149-" not in b"".join(sent.payloads) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the capture thread lags the wire slightly
+    call_id, ours, theirs = _dialog_of(list(sent.payloads))
+    scenario = (DATA_DIR / "join_auth.xml").read_text()
+    scenario = scenario.replace("Join: [join]", "Replaces: [join]").replace(
+        "Require: join", "Require: replaces"
+    )
+    path = tmp_path / "replaces_auth.xml"
+    path.write_text(scenario)
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(
+            sipp,
+            path,
+            ("127.0.0.1", phone.sip_port),
+            keys={
+                "user": "1154",
+                "domain": kamailio.domain,
+                "join": f"{call_id};to-tag={ours};from-tag={theirs}",
+            },
+            auth_user="1154",
+            auth_password=kamailio.users["1154"],
+            timeout=20,
+        )
+        new = phone.wait_call(
+            lambda c: c.get("replaces_call") == call["id"] and c["state"] == "connected",
+            10,
+            "the replacing call",
+        )
+        old = phone.wait_call(
+            lambda c: c["id"] == call["id"] and c["state"] == "ended", 10, "the replaced call"
+        )
+        assert old["replaced_by"] == new["id"] and old["end_cause"] == "local_bye"
+        far.wait_event("CALL_CLOSED", 10)  # the phone BYEd baresip's dialog
+        result = run.result(timeout=30)
+    assert result.ok, result.explain()  # a 180 would have failed the scenario
+    statuses = result.received_statuses
+    assert 180 not in statuses and [s for s in statuses if s >= 200][:2] == [401, 200], statuses
