@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from board.ports import Clock, Display, Indicator, Keypad, Ringer
 from board.profile import BoardProfile
@@ -60,6 +60,14 @@ def _gpio_keypad(p: BoardProfile, w: Wiring) -> Keypad:
     return GpioKeypad(p, w.clock, w.pin_factory)
 
 
+def _front_panel(p: BoardProfile, w: Wiring) -> Keypad:
+    from board.panel_serial import SerialPanel
+
+    assert p.frontpanel is not None  # the profile requires [frontpanel] for this driver
+    return SerialPanel(p.frontpanel.port, p.frontpanel.leds, baudrate=p.frontpanel.baud,
+                       clock=w.clock.now)
+
+
 def _hd44780(p: BoardProfile, w: Wiring) -> Display:
     from board.lcd_hd44780 import HD44780Display
 
@@ -92,6 +100,7 @@ def _sound(p: BoardProfile, w: Wiring) -> Ringer:
 KEYPADS: dict[str, Callable[[BoardProfile, Wiring], Keypad]] = {
     "gpio": _gpio_keypad,
     "sim": lambda p, w: SimKeypad(w.clock),
+    "frontpanel": _front_panel,
 }
 DISPLAYS: dict[str, Callable[[BoardProfile, Wiring], Display]] = {
     "hd44780": _hd44780,
@@ -136,7 +145,9 @@ def build_board(
         display = DISPLAYS[profile.lcd.type](profile, wiring)
         parts.append(display)
         what = "LEDs"
-        indicator = _indicator(profile, wiring)
+        # A front panel is one serial device for both keys and LEDs.
+        indicator = (cast(Indicator, keypad) if profile.driver == "frontpanel"
+                     else _indicator(profile, wiring))
         parts.append(indicator)
         what = f"ringer ({profile.ringer.type})"
         ringer = RINGERS[profile.ringer.type](profile, wiring)

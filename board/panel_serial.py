@@ -80,6 +80,21 @@ class SerialPanel:
         with self._lock:
             self._write(self.link.led(name, mode, self._clock()))
 
+    def health(self) -> str | None:
+        """None while the panel talks to us; else what is wrong, short enough for a 16x2 LCD
+        (status() has the details)."""
+        with self._lock:
+            state = self.link.state
+        if state == "connected":
+            return None
+        if self._serial is None:
+            return "Front panel missing"
+        if state == "wrong_version":
+            return "Update panel firmware"
+        if state == "silent":
+            return "Front panel silent"
+        return "Front panel waiting"
+
     def status(self) -> dict[str, object]:
         with self._lock:
             return {"port": self.port, **self.link.status()}

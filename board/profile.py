@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from board.frontpanel_config import PanelConfigError, PanelPins
 from board.keys import DEFAULT_REPEAT_KEYS, KeyTiming, MatrixScanner
 from board.lcd_hd44780 import EXPANDERS
 from board.lcd_serial import PROTOCOLS
@@ -21,7 +22,7 @@ from board.leds import RING_CADENCES, Pattern
 from board.ports import ALL_KEYS, HOOK, LED_NAMES
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
-DRIVERS = ("gpio", "sim")
+DRIVERS = ("gpio", "sim", "frontpanel")  # frontpanel: keys/hook/LEDs on a serial MCU panel
 LCD_TYPES = ("hd44780", "serial", "sim", "none")
 RINGER_TYPES = ("buzzer", "sound", "sim", "none")
 AUDIO_PATHS = ("handset", "speaker", "headset")
@@ -81,10 +82,31 @@ class AudioDevices:
 
 
 @dataclass(frozen=True)
+class FrontPanelSpec:
+    """A MicroPython front panel on a serial port (board/frontpanel): where it is on the Pi and,
+    for `deskphone-flash`, the microcontroller's own pin map."""
+
+    port: str
+    baud: int
+    pins: PanelPins
+
+    @property
+    def leds(self) -> frozenset[str]:
+        return frozenset(self.pins.leds)
+
+    @property
+    def keys(self) -> frozenset[str]:
+        keys = set(self.pins.keymap.values())
+        if self.pins.hook is not None:
+            keys.add(HOOK)
+        return frozenset(keys)
+
+
+@dataclass(frozen=True)
 class BoardProfile:
     name: str
     file: str
-    driver: Literal["gpio", "sim"]
+    driver: Literal["gpio", "sim", "frontpanel"]
     timing: KeyTiming = field(default_factory=KeyTiming)
     hook: HookSpec | None = None
     buttons: dict[str, Pin] = field(default_factory=dict)
@@ -95,12 +117,15 @@ class BoardProfile:
     lcd: LcdSpec = field(default_factory=LcdSpec)
     ringer: RingerSpec = field(default_factory=RingerSpec)
     audio: dict[str, AudioDevices] = field(default_factory=dict)
+    frontpanel: FrontPanelSpec | None = None
 
     @property
     def keys(self) -> frozenset[str]:
         """Every key this board can report."""
         if self.driver == "sim":
             return ALL_KEYS
+        if self.frontpanel is not None:
+            return self.frontpanel.keys
         keys = set(self.buttons)
         if self.hook is not None:
             keys.add(HOOK)
@@ -296,6 +321,60 @@ def _ringer(top: _Table, pins: _Pins, driver: str) -> RingerSpec:
     return spec
 
 
+def _mcu_pin(t: _Table, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 47:
+        raise t.error(name, f"a panel GPIO must be a number 0..47, not {value!r}")
+    return value
+
+
+def _frontpanel(top: _Table) -> FrontPanelSpec:
+    t = top.table("frontpanel")
+    baud = t.get("baud", int, 115200)
+    if baud not in (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600):
+        raise t.error("baud", f"{baud} is not a standard UART rate")
+    rows = tuple(_mcu_pin(t, f"rows[{i}]", p) for i, p in enumerate(t.get("rows", list)))
+    cols = tuple(_mcu_pin(t, f"cols[{i}]", p) for i, p in enumerate(t.get("cols", list)))
+    layout = t.get("layout", list)
+    if len(layout) != len(rows) or not rows or not cols:
+        raise t.error("layout", f"must have one list per row pin ({len(rows)}), "
+                                "and rows and cols need at least one pin each")
+    keymap: dict[tuple[int, int], str] = {}
+    for r, row in enumerate(layout):
+        if not isinstance(row, list) or len(row) != len(cols):
+            raise t.error(f"layout[{r}]", f"must list {len(cols)} keys, one per column "
+                                          "(\"\" for no key)")
+        for c, key in enumerate(row):
+            if not isinstance(key, str) or (key and key not in ALL_KEYS) or key == HOOK:
+                raise t.error(f"layout[{r}][{c}]", f"{key!r} is not a key name "
+                                                   "(the hook switch is `hook`)")
+            if key:
+                keymap[(r, c)] = key
+    hook = t.get("hook", int, None)
+    lp = _Table(t.file, t.key("leds"), t.get("leds", dict, {}))
+    leds = {}
+    for led, value in lp.data.items():
+        lp.used.add(led)
+        if led not in LED_NAMES:
+            raise lp.error(led, "is not an LED name (a function/line/soft key or MWI)")
+        leds[led] = _mcu_pin(lp, led, value)
+    ut = t.table("uart")
+    pins = PanelPins(
+        rows=rows, cols=cols, keymap=keymap, leds=leds,
+        hook=None if hook is None else _mcu_pin(t, "hook", hook),
+        uart_id=ut.get("id", int, 0), tx=_mcu_pin(ut, "tx", ut.get("tx", int, 0)),
+        rx=_mcu_pin(ut, "rx", ut.get("rx", int, 1)), baud=baud,
+        debounce_ms=t.get("debounce_ms", int, 20),
+    )
+    try:
+        pins.validate()
+    except PanelConfigError as e:
+        raise ProfileError(t.file, "frontpanel", str(e)) from None
+    spec = FrontPanelSpec(port=t.get("port", str), baud=baud, pins=pins)
+    ut.finish()
+    t.finish()
+    return spec
+
+
 def parse_profile(data: dict[str, Any], file: str) -> BoardProfile:
     """Validate a parsed profile document."""
     top = _Table(file, "", data)
@@ -354,6 +433,18 @@ def parse_profile(data: dict[str, Any], file: str) -> BoardProfile:
         pins.claim(lp, led, value)
     lt.finish()
 
+    frontpanel = None
+    if driver == "frontpanel":
+        frontpanel = _frontpanel(top)
+        if hook is not None or buttons or matrix is not None or lp.data:
+            raise ProfileError(file, "board.driver", "a front-panel board has its keys, hook "
+                                                     "and LEDs in [frontpanel], not on Pi pins")
+        leds = {name: None for name in sorted(frontpanel.leds)}
+    else:
+        top.used.add("frontpanel")
+        if "frontpanel" in top.data:
+            raise ProfileError(file, "frontpanel", 'needs [board] driver = "frontpanel"')
+
     lcd = _lcd(top, driver)
     ringer = _ringer(top, pins, driver)
 
@@ -372,7 +463,7 @@ def parse_profile(data: dict[str, Any], file: str) -> BoardProfile:
     return BoardProfile(
         name=name, file=file, driver=driver, timing=timing, hook=hook, buttons=buttons,
         buttons_pull_up=pull_up, matrix=matrix, leds=leds, leds_active_high=active_high,
-        lcd=lcd, ringer=ringer, audio=audio,
+        lcd=lcd, ringer=ringer, audio=audio, frontpanel=frontpanel,
     )
 
 

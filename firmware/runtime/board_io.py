@@ -72,6 +72,12 @@ class BoardIO:
         self._written: list[str] | None = None
         self._writing: asyncio.Future[None] | None = None
         self._closed = False
+        # A keypad that can fail on its own (a serial front panel) reports health(); while it
+        # is unwell its error replaces the LCD's bottom line, so the person at the desk sees why
+        # the keys do nothing (and lab scripts see it in status "lcd").
+        self._health = getattr(board.keypad, "health", None)
+        self.hardware_error: str | None = None
+        self._health_timer: asyncio.TimerHandle | None = None
 
     # ----- lifecycle -----------------------------------------------------------------------
     @property
@@ -88,15 +94,31 @@ class BoardIO:
         if interval:
             self._schedule_poll(self.clock.now() + interval, interval)
         for name in sorted(self.board.indicator.names):
-            self._apply_leds(self.leds.set_mode(name, self.led_modes.get(name, "off"),
-                                                self.clock.now()))
+            self._set_led(name, self.led_modes.get(name, "off"))
+        if callable(self._health):
+            self._check_health()
         self._flush_display()
         self._rearm()
+
+    HEALTH_INTERVAL = 0.5
+
+    def _check_health(self) -> None:
+        if self._closed or self._loop is None or not callable(self._health):
+            return
+        error = self._health()
+        if error != self.hardware_error:
+            if error:
+                log.warning("board: %s", error)
+            self.hardware_error = error
+            self._scroll_since[self.size[1] - 1] = self.clock.now()
+            self._render_lines(self.clock.now())
+            self._rearm()
+        self._health_timer = self._loop.call_later(self.HEALTH_INTERVAL, self._check_health)
 
     async def close(self) -> None:
         """Stop timers and scanning, let the last LCD write finish, close the hardware."""
         self._closed = True
-        for handle in (self._timer, self._poll):
+        for handle in (self._timer, self._poll, self._health_timer):
             if handle is not None:
                 handle.cancel()
         if self._writing is not None:
@@ -190,7 +212,11 @@ class BoardIO:
         cols, rows = self.size
         windows: list[str] = []
         self._scroll_at = None
-        for row, line in enumerate(self._source):
+        source = list(self._source)
+        if self.hardware_error:
+            source += [""] * (rows - len(source))
+            source[rows - 1] = self.hardware_error
+        for row, line in enumerate(source):
             window, wait = scroll(line, cols, now - self._scroll_since.get(row, now))
             windows.append(window)
             if wait is not None:
@@ -206,8 +232,19 @@ class BoardIO:
             return
         self.led_modes[name] = mode
         if name in self.board.indicator.names:
-            self._apply_leds(self.leds.set_mode(name, mode, self.clock.now()))
+            self._set_led(name, mode)
             self._rearm()
+
+    def _set_led(self, name: str, mode: LedMode) -> None:
+        """Flash on our clock, unless the indicator keeps the rhythm itself (a front panel)."""
+        set_mode = getattr(self.board.indicator, "set_mode", None)
+        if not callable(set_mode):
+            self._apply_leds(self.leds.set_mode(name, mode, self.clock.now()))
+            return
+        try:
+            set_mode(name, mode)
+        except Exception:  # noqa: BLE001 - a dead LED must not stop the phone
+            log.exception("LED %s failed", name)
 
     def ring(self, on: bool) -> None:
         """Start (cadence from its on-phase) or stop the ringer."""
