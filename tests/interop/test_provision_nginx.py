@@ -5,65 +5,25 @@ device's document refused (403), no client certificate refused, ETag/If-None-Mat
 from __future__ import annotations
 
 import http.client
-import os
-import signal
 import ssl
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_tool
+from tests.interop.nginx_server import run_nginx
 from tests.interop.phone import free_port
 from tests.unit.provision_helpers import FlashedFleet, make_fleet
-from tools.provision.cli import main as provision_main
 
 
 @pytest.fixture
 def nginx_tree(tmp_path: Path) -> Iterator[tuple[FlashedFleet, int]]:
-    nginx = require_tool("nginx")
+    require_tool("nginx")
     ff = make_fleet(tmp_path)
     port = free_port()
-    conf = tmp_path / "nginx" / "nginx.conf"
-    args = ["nginx-config", str(ff.fleet), "--out", str(conf), "--listen", f"127.0.0.1:{port}"]
-    if os.geteuid() == 0:
-        args += ["--user", "root"]  # workers must read the tree under pytest's 0700 tmp dirs
-    assert provision_main(args) == 0
-    prefix = conf.parent / "nginx-run"
-    check = subprocess.run(
-        [nginx, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen(
-        [nginx, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:  # bounded wait for the listener (nginx has no readiness signal)
-            try:
-                ssl.get_server_certificate(("127.0.0.1", port), timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = (
-                        (prefix / "error.log").read_text()
-                        if (prefix / "error.log").exists()
-                        else ""
-                    )
-                    pytest.fail(f"nginx did not start: {err}")
-                time.sleep(0.05)
+    with run_nginx(ff.fleet, port, tmp_path):
         yield ff, port
-    finally:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _get(
