@@ -82,7 +82,8 @@ class DigestServer:
             self._algorithms = ["SHA-256"]
 
     def challenge(self, now: float, *, stale: bool = False) -> list[tuple[str, str]]:
-        """WWW-Authenticate headers with a fresh nonce: SHA-256 first, MD5 if allowed (RFC 8760)."""
+        """WWW-Authenticate headers with one fresh nonce, one per algorithm in our order of
+        preference (RFC 8760 2.4), always with qop (RFC 7616 as UAS)."""
         self._prune(now)
         nonce = self.ids.token(16)
         self._nonces[nonce] = _Nonce(now)
