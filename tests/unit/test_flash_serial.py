@@ -34,10 +34,12 @@ B64_LINE = re.compile(rb"^[A-Za-z0-9+/=]{76}$")
 class EmulatedBoard:
     """The board end of a serial cable: login prompt, then a shell, over a pty master."""
 
-    def __init__(self, corrupt_once: bool = False) -> None:
+    def __init__(self, corrupt_once: bool = False, sudo: bool = False) -> None:
         self.master, self.slave = pty.openpty()
         self.path = os.ttyname(self.slave)
         self.corrupt_once = corrupt_once
+        self.sudo = sudo
+        self.sudo_calls = 0
         self.logins: list[tuple[str, str]] = []
         self.shell: subprocess.Popen[bytes] | None = None
         self._echo = True
@@ -87,6 +89,8 @@ class EmulatedBoard:
         self._pump.start()
         self._write(b"\r\npi@raspberrypi:~ $ ")
         assert self.shell.stdin is not None
+        if self.sudo:  # a non-root login whose sudo works without a password (counted)
+            self.shell.stdin.write(b'sudo() { echo x >> "${SUDO_LOG:-/dev/null}"; "$@"; }\n')
         for line in lines:
             if self._echo:
                 self._write(line + b"\r\n")
@@ -119,9 +123,9 @@ class EmulatedBoard:
         os.close(self.master)
 
 
-@pytest.fixture
-def board() -> Iterator[EmulatedBoard]:
-    b = EmulatedBoard()
+@pytest.fixture(params=[False, True], ids=["root-login", "sudo"])
+def board(request: pytest.FixtureRequest) -> Iterator[EmulatedBoard]:
+    b = EmulatedBoard(sudo=request.param)
     yield b
     b.close()
 
@@ -134,11 +138,17 @@ def _flash(fleet: Path, board: EmulatedBoard, remote: Path, *extra: str) -> int:
 
 
 def test_serial_flash_writes_verified_identity_onto_the_board(
-    tmp_path: Path, board: EmulatedBoard
+    tmp_path: Path, board: EmulatedBoard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ff = make_fleet(tmp_path, devices=())
     remote = tmp_path / "board" / "boot-firmware"
-    assert _flash(ff.fleet, board, remote) == 0
+    sudo_log = tmp_path / "sudo.log"
+    monkeypatch.setenv("SUDO_LOG", str(sudo_log))  # inherited by the board's shell at login
+    assert _flash(ff.fleet, board, remote, *(["--sudo"] if board.sudo else [])) == 0
+    if board.sudo:  # mkdir, write, sha256sum, chmod, mv of each of the 11 files via sudo
+        assert len(sudo_log.read_text().split()) == 5 * 11
+    else:
+        assert not sudo_log.exists()
     assert board.logins == [(USER, PASSWORD)]
     files = remote / "deskphone"
     bootstrap = tomllib.loads((files / "bootstrap.toml").read_text())
