@@ -461,14 +461,19 @@ class DigestClient:
             self._remember(request, proxy, ch.realm, sent)
         return True
 
-    def pre_authorize(self, request: SipRequest) -> bool:
-        """Add credentials from every cached challenge (nonce reuse, nc incremented).
+    def pre_authorize(self, request: SipRequest, realms: Iterable[str] | None = None) -> bool:
+        """Add credentials from every cached challenge (nonce reuse, nc incremented); with
+        ``realms``, only for those (a retry answers the realms that challenged this request,
+        not every server the account ever met).
 
         Returns True if any header was added. A server that no longer accepts the nonce
         answers 401/407 with stale=true, which ``authorize`` handles without counting a failure.
         """
         added = False
+        wanted = None if realms is None else set(realms)
         for (proxy, realm), state in self._cache.items():
+            if wanted is not None and realm not in wanted:
+                continue
             self._apply(request, state)
             self._remember(request, proxy, realm, _Sent(state.challenge.nonce or "", 0, 0))
             added = True
@@ -548,6 +553,22 @@ class DigestClient:
             "%s for realm %r: algorithm=%s qop=%s nc=%s", header, ch.realm, algorithm,
             state.qop, nc,
         )  # fmt: skip
+
+
+def credential_realms(request: SipRequest) -> list[str]:
+    """The realms ``request`` already carries credentials for (Authorization and
+    Proxy-Authorization), so a retry can keep answering exactly those."""
+    realms: list[str] = []
+    for name in ("Authorization", "Proxy-Authorization"):
+        for value in request.headers.get_raw(name):
+            try:
+                parsed = parse_challenges(value)
+            except AuthParseError:
+                continue
+            realm = parsed[0].params.get("realm") if parsed else None
+            if realm is not None and realm not in realms:
+                realms.append(realm)
+    return realms
 
 
 def _replace_realm(request: SipRequest, header: str, realm: str) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from firmware.sip.auth import DigestClient
+from firmware.sip.auth import DigestClient, credential_realms
 from firmware.sip.dialog import Dialog, DialogId, DialogState
 from firmware.sip.errors import SipParseError
 from firmware.sip.ids import IdSource, new_call_id, new_tag
@@ -444,9 +444,9 @@ class InviteSession:
         ):
             assert self.invite is not None
             retry = _next_cseq(self.invite)
-            # Keep answering the other realms' challenges too (RFC 3261 22.3): a proxy's 407
-            # and then the callee's own 401 (e.g. a pickup group's Digest) need both.
-            self._digest.pre_authorize(retry)
+            # Keep answering the realms that challenged this INVITE before (RFC 3261 22.3): a
+            # proxy's 407 and then the callee's own 401 (e.g. a pickup group's Digest) need both.
+            self._digest.pre_authorize(retry, realms=credential_realms(self.invite))
             if self._digest.authorize(retry, response):
                 self._send_invite(retry, now)
                 return

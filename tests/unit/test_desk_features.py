@@ -35,6 +35,8 @@ def _invite(*headers: tuple[str, str]) -> object:
         ("Call-ID", "c"),
         ("CSeq", "1 INVITE"),
     ]
+    names = {n.lower() for n, _ in headers}
+    base = [(n, v) for n, v in base if n.lower() not in names]
     return make_request("INVITE", "sip:b@y", headers=[*base, *headers])
 
 
@@ -97,3 +99,32 @@ def test_feature_config_defaults_and_values() -> None:
     assert cfg.blf_leds == {"talking": "on", "held": "fast_flash"}
     assert cfg.forward_always == "sip:voicemail@pbx" and cfg.forward_no_answer_after == 12
     assert cfg.dnd and cfg.dnd_status == 603 and cfg.privacy == ("id",)
+
+
+def test_a_retry_keeps_only_the_realms_that_challenged_this_request() -> None:
+    """A pickup INVITE meets the proxy's 407 and the caller's own 401: the retry answers both,
+    but credentials cached for other servers are not sprayed into it (RFC 3261 22.3)."""
+    from firmware.sip.auth import DigestClient, DigestCredentials, credential_realms
+    from firmware.sip.ids import SeededIds
+    from firmware.sip.parser import parse_message
+
+    digest = DigestClient(DigestCredentials("1061", "pw1061"), SeededIds("realms"))
+
+    def answered(realm: str, status: int, cseq: int) -> object:
+        request = _invite(("CSeq", f"{cseq} INVITE"))
+        name = "Proxy-Authenticate" if status == 407 else "WWW-Authenticate"
+        raw = (
+            f"SIP/2.0 {status} Challenge\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\r\n"
+            "From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=2\r\nCall-ID: c\r\n"
+            f'CSeq: {cseq} INVITE\r\n{name}: Digest realm="{realm}", nonce="n-{realm}", '
+            'qop="auth", algorithm=MD5\r\nContent-Length: 0\r\n\r\n'
+        )
+        assert digest.authorize(request, parse_message(raw.encode()))  # type: ignore[arg-type]
+        return request
+
+    answered("elsewhere", 401, 1)  # some other server the account met before
+    first = answered("proxy", 407, 2)
+    assert credential_realms(first) == ["proxy"]  # type: ignore[arg-type]
+    retry = _invite(("CSeq", "3 INVITE"))
+    digest.pre_authorize(retry, realms=credential_realms(first))  # type: ignore[arg-type]
+    assert credential_realms(retry) == ["proxy"]  # type: ignore[arg-type]
