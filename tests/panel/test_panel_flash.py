@@ -92,3 +92,21 @@ def test_pin_map_is_validated_before_flashing() -> None:
     namespace: dict[str, object] = {}
     exec(source, namespace)
     assert namespace["KEYMAP"] == PINS.keymap and namespace["HOOK"] == 6
+
+
+def test_deskphone_flash_panel_command(board: RawReplBoard, tmp_path, capsys) -> None:
+    from tools.flash.cli import main
+
+    profile = tmp_path / "panel.toml"
+    profile.write_text(
+        '[board]\nname = "p"\ndriver = "frontpanel"\n'
+        f'[frontpanel]\nport = "{board.path}"\nrows = [2]\ncols = [3, 4]\n'
+        'layout = [["DIGIT_1", "HOLD"]]\nhook = 5\n[frontpanel.leds]\nMWI = 6\n'
+    )
+    assert main(["panel", "--profile", str(profile)]) == 0
+    out = capsys.readouterr().out
+    assert "/panel_config.py sha256" in out and "7 files verified" in out
+    config, err = board.run("import panel_config\nprint(panel_config.KEYMAP, panel_config.HOOK)")
+    assert err == "" and config.strip() == b"{(0, 0): 'DIGIT_1', (0, 1): 'HOLD'} 5"
+    assert main(["panel", "--profile", "sim"]) == 2
+    assert "has no [frontpanel]" in capsys.readouterr().err

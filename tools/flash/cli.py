@@ -155,8 +155,13 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["panel"]:  # `deskphone-flash panel ...`: the MicroPython front panel
+        from tools.flash.panel import main as flash_panel_main
+
+        return flash_panel_main(argv[1:])
     try:
-        return run(sys.argv[1:] if argv is None else argv)
+        return run(argv)
     except (FlashError, FleetError, OSError) as e:
         print(f"deskphone-flash: {e}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,3 +103,59 @@ def flash_panel(
     finally:
         board.close()
     return report
+
+
+def main(argv: list[str]) -> int:
+    """`deskphone-flash panel --profile P [--port DEV] [--mip PKG]...`: flash a front panel."""
+    import argparse
+
+    from board.profile import ProfileError, load_profile
+
+    parser = argparse.ArgumentParser(
+        prog="deskphone-flash panel",
+        description="Install the front-panel firmware onto a MicroPython board over its serial "
+        "port, with the pin map from a board profile; every file is verified by sha256.",
+    )
+    parser.add_argument(
+        "--profile", required=True, help="board profile (name or file) with [frontpanel]"
+    )
+    parser.add_argument("--port", help="the panel's serial device (default: the profile's port)")
+    parser.add_argument("--baudrate", type=int, default=115200)
+    parser.add_argument(
+        "--mip",
+        action="append",
+        default=[],
+        metavar="PACKAGE",
+        help="micropython-lib package to install on the board with mip",
+    )
+    parser.add_argument("--mip-index", help="mip package index URL (default: micropython.org)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as e:
+        print(f"deskphone-flash: {e}", file=sys.stderr)
+        return 2
+    if profile.frontpanel is None:
+        print(
+            f"deskphone-flash: {profile.file}: has no [frontpanel] (board.driver must be "
+            '"frontpanel")',
+            file=sys.stderr,
+        )
+        return 2
+    port = args.port or profile.frontpanel.port
+    try:
+        report = flash_panel(
+            port,
+            profile.frontpanel.pins,
+            baudrate=args.baudrate,
+            mip_packages=args.mip,
+            mip_index=args.mip_index,
+        )
+    except FlashError as e:
+        print(f"deskphone-flash: {e}", file=sys.stderr)
+        return 1
+    for path, digest in report.files.items():
+        print(f"{path} sha256 {digest}")
+    print(f"front panel on {port} flashed ({len(report.files)} files verified)")
+    return 0
