@@ -75,7 +75,14 @@ def test_flash_into_a_boot_directory(tmp_path: Path) -> None:
     assert (files / "device.key").stat().st_mode & 0o777 == 0o600
     assert (files / "device-x25519.key").stat().st_mode & 0o777 == 0o600
     unit = (files / "deskphone.service").read_text()
-    assert "deskphone run --bootstrap /boot/firmware/deskphone/bootstrap.toml" in unit
+    assert (
+        "ExecStart=/opt/deskphone/venv/bin/deskphone-boot --slots /var/lib/deskphone/slots"
+        " -- run --bootstrap /boot/firmware/deskphone/bootstrap.toml\n" in unit
+    )
+    assert (
+        "deskphone-boot --slots /var/lib/deskphone/slots --init"
+        in (files / "install.sh").read_text()
+    )
     subprocess.run(["sh", "-n", str(files / "install.sh")], check=True)
     manifest = json.loads((files / "flash-manifest.json").read_text())
     for rel, digest in manifest["files"].items():

@@ -189,3 +189,22 @@ def test_firmware_bundle_is_reproducible(tmp_path: Path) -> None:
     names = tarfile.open(fileobj=io.BytesIO(a)).getnames()
     assert "deskphone-9.9.9/pyproject.toml" in names
     assert "deskphone-9.9.9/firmware/provisioning/document.py" in names
+
+
+def test_firmware_bundle_installs_into_the_phones_slots(tmp_path: Path) -> None:
+    """What the flashed first-boot installer runs: `deskphone-boot --slots DIR --init BUNDLE V`
+    makes slot a from our bundle, and the slot holds a runnable package tree."""
+    from firmware.provisioning.firmware_slots import Slots
+    from firmware.runtime.firmware_update import main as boot_main
+    from tools.provision.bundle import build_bundle
+
+    bundle = tmp_path / "0.3.0.tar.gz"
+    bundle.write_bytes(build_bundle("0.3.0"))
+    slots = tmp_path / "slots"
+    assert boot_main(["--slots", str(slots), "--init", str(bundle), "0.3.0"]) == 0
+    assert Slots(slots).current_version() == "0.3.0"
+    current = slots / "current"
+    assert (current / "firmware" / "__main__.py").is_file()
+    assert (current / "firmware" / "provisioning" / "document.py").read_bytes() == (
+        Path(d.__file__).read_bytes()
+    )

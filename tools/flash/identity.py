@@ -21,9 +21,12 @@ from tools.provision.fleet import Fleet
 BOOT_SUBDIR = "deskphone"
 BOOT_MOUNT = "/boot/firmware"  # where Raspberry Pi OS (bookworm) mounts the boot partition
 
+SLOTS_DIR = "/var/lib/deskphone/slots"  # A/B firmware slots (firmware/provisioning/firmware_slots)
+VENV = "/opt/deskphone/venv"  # the stable launcher and the dependencies, outside the slots
+
 SERVICE_UNIT = """\
 [Unit]
-Description=deskphone SIP desk phone
+Description=deskphone SIP desk phone (A/B firmware slot launcher)
 Wants=network-online.target
 After=network-online.target time-sync.target
 
@@ -31,19 +34,21 @@ After=network-online.target time-sync.target
 Type=simple
 User=deskphone
 SupplementaryGroups=audio gpio i2c dialout
-ExecStart=/opt/deskphone/current/bin/deskphone run --bootstrap {mount}/{sub}/bootstrap.toml
+ExecStart={venv}/bin/deskphone-boot --slots {slots} -- run --bootstrap {mount}/{sub}/bootstrap.toml
 Restart=always
 RestartSec=5
 NoNewPrivileges=true
 ProtectSystem=full
+ReadWritePaths=/var/lib/deskphone
 
 [Install]
 WantedBy=multi-user.target
 """
 
-# First boot: install the firmware bundle into a venv and enable the unit. Run once by
-# systemd.run= on the kernel command line (flash --firstrun) or by hand over SSH/serial.
-INSTALL_SH = """\
+# First boot: install the launcher and dependencies (pip, from the bundle), make slot a from the
+# bundle (deskphone-boot --init) and enable the unit. Run once by systemd.run= on the kernel
+# command line (flash --firstrun) or by hand over SSH/serial. Idempotent.
+INSTALL_SH = f"""\
 #!/bin/sh
 # deskphone first-boot installer (written by deskphone-flash). Idempotent.
 set -eu
@@ -51,10 +56,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 id deskphone >/dev/null 2>&1 || useradd --system --create-home --groups audio,gpio,i2c,dialout deskphone
 bundle=$(ls "$here"/firmware/*.tar.gz | head -n 1)
 version=$(basename "$bundle" .tar.gz)
-dest=/opt/deskphone/slot-a
-python3 -m venv "$dest"
-"$dest/bin/pip" install --quiet "$bundle"
-ln -sfn "$dest" /opt/deskphone/current
+[ -x {VENV}/bin/deskphone-boot ] || {{ python3 -m venv {VENV} && {VENV}/bin/pip install --quiet "$bundle"; }}
+mkdir -p /var/lib/deskphone
+[ -e {SLOTS_DIR}/current ] || {VENV}/bin/deskphone-boot --slots {SLOTS_DIR} --init "$bundle" "$version"
+chown -R deskphone: /var/lib/deskphone
 install -m 0644 "$here/deskphone.service" /etc/systemd/system/deskphone.service
 systemctl daemon-reload
 systemctl enable deskphone.service
@@ -121,7 +126,7 @@ def make_identity(
         f"{sub}/device.key": (pki.key_pem(key), 0o600),
         f"{sub}/device-x25519.key": (doc.private_pem(x25519), 0o600),
         f"{sub}/deskphone.service": (
-            SERVICE_UNIT.format(mount=BOOT_MOUNT, sub=sub).encode(),
+            SERVICE_UNIT.format(venv=VENV, slots=SLOTS_DIR, mount=BOOT_MOUNT, sub=sub).encode(),
             0o644,
         ),
         f"{sub}/install.sh": (INSTALL_SH.encode(), 0o755),
