@@ -75,3 +75,49 @@ def install(audio: Any, muted: Callable[[], bool], gain: Callable[[], float]) ->
         return VolumeSink(sink, gain), owned
 
     audio.open_source, audio.open_sink = gated_source, scaled_sink
+
+
+class AudioPaths:
+    """Handset, speaker and headset as the board profile's sound devices (`[audio]`).
+
+    When the person moves a call (lift the handset, SPEAKER, HEADSET), `switch` points the
+    media engine's device names at that path - for the calls that start later - and re-opens
+    the microphone and speaker of every running call on the new devices (MediaSession.set_audio;
+    the old devices are closed). Calls mixed in a local conference keep the bridge's adapters.
+    A phone configured with WAV files instead of devices has nothing to switch.
+    """
+
+    def __init__(self, engine: Any, devices: dict[str, Any], skip: Callable[[], Any]) -> None:
+        self.engine = engine
+        self.devices = devices  # path -> board.profile.AudioDevices(capture, playback)
+        self.skip = skip  # call ids whose audio someone else owns (the conference bridge)
+        self.path: str | None = None
+
+    @property
+    def active(self) -> bool:
+        audio = self.engine.audio
+        return bool(self.devices) and audio.capture_file is None and audio.playback_file is None
+
+    def switch(self, path: str) -> None:
+        if not self.active or path == self.path or path not in self.devices:
+            return
+        self.path = path
+        audio = self.engine.audio
+        dev = self.devices[path]
+        audio.capture_device, audio.playback_device = dev.capture, dev.playback
+        log.info("audio path %s: capture %r, playback %r", path, dev.capture, dev.playback)
+        skip = set(self.skip())
+        owned = self.engine._owned  # the engine closes a call's owned nodes when it stops
+        for call_id, session in list(self.engine.sessions.items()):
+            if call_id in skip:
+                continue
+            source, own_source = audio.open_source()
+            sink, own_sink = audio.open_sink()
+            old = session.set_audio(source, sink)
+            for node in old:
+                if node in owned.get(call_id, []):
+                    owned[call_id].remove(node)
+                    node.close()
+            owned.setdefault(call_id, []).extend(
+                n for n, own in ((source, own_source), (sink, own_sink)) if own
+            )

@@ -66,10 +66,19 @@ class UiDriver:
             rows=rows,
         )
         self.ui = PhoneUI(settings, time.monotonic())
-        audio = getattr(getattr(phone, "media", None), "audio", None)
+        media = getattr(phone, "media", None)
+        audio = getattr(media, "audio", None)
+        self.paths: ui_audio.AudioPaths | None = None
         if audio is not None:  # MUTE and VOL_UP/VOL_DOWN act on the real microphone/speaker
             ui_audio.install(
                 audio, lambda: self.ui.muted, lambda: ui_audio.volume_gain(self.ui.volume)
+            )
+            profile = getattr(getattr(self.board, "board", None), "profile", None)
+            conference = getattr(phone, "conference", None)
+            self.paths = ui_audio.AudioPaths(
+                media,
+                dict(getattr(profile, "audio", {}) or {}),
+                lambda: getattr(conference, "members", []),
             )
         self.lcd: list[str] = []
         self.leds: dict[str, LedMode] = {}
@@ -236,6 +245,8 @@ class UiDriver:
 
     # ----- outputs ---------------------------------------------------------------------------
     def _render(self) -> None:
+        if self.paths is not None and self.ui.path != "none":
+            self.paths.switch(self.ui.path)
         lcd = self.ui.lcd()
         if lcd != self.lcd:
             self.lcd = lcd
