@@ -25,6 +25,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware.sip.auth import credential_realms
 from firmware.sip.dialog import Dialog, DialogError, DialogState
 from firmware.sip.errors import SipParseError
 from firmware.sip.headers import parse_params
@@ -180,8 +181,7 @@ class Subscription:
             *spec.extra_headers,
         ]
         request = make_request("SUBSCRIBE", spec.target, headers=headers)
-        if spec.digest is not None:
-            spec.digest.pre_authorize(request)
+        self._reuse_credentials(request)
         self.state = "subscribing"
         self._send(request, now)
 
@@ -201,10 +201,17 @@ class Subscription:
                 ("User-Agent", self.spec.user_agent),
             ],
         )
-        if self.spec.digest is not None:
-            self.spec.digest.pre_authorize(request)
+        self._reuse_credentials(request)
         self._refresh_at = None
         self._send(request, now)
+
+    def _reuse_credentials(self, request: SipRequest) -> None:
+        """Answer the realms our last SUBSCRIBE was challenged for (saves a round trip), and
+        no others: credentials for other servers have no business going to this one."""
+        if self.spec.digest is not None and self._request is not None:
+            realms = credential_realms(self._request)
+            if realms:
+                self.spec.digest.pre_authorize(request, realms=realms)
 
     def stop(self, now: float) -> None:
         """Unsubscribe (Expires: 0) and never retry."""
