@@ -208,3 +208,18 @@ def test_firmware_bundle_installs_into_the_phones_slots(tmp_path: Path) -> None:
     assert (current / "firmware" / "provisioning" / "document.py").read_bytes() == (
         Path(d.__file__).read_bytes()
     )
+
+
+def test_render_refuses_an_unpublished_firmware_version(tmp_path: Path) -> None:
+    ff = make_fleet(tmp_path, devices=("desk-1",))
+    fleet = Fleet(ff.fleet)
+    layer = fleet.layer_path("devices", "desk-1")
+    layer.write_text(layer.read_text() + '\n[firmware]\nversion = "0.2.0"\n')
+    result = fleet.render()
+    assert result.errors == {
+        "desk-1": "device desk-1: firmware.version: 0.2.0 is not published "
+        "(deskphone-provision publish-firmware)"
+    }
+    layer.write_text(layer.read_text().replace("0.2.0", "0.1.0"))
+    assert fleet.render().written == ["desk-1"]
+    assert _doc(ff.fleet, "desk-1")["config"]["firmware"] == {"version": "0.1.0"}

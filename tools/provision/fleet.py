@@ -336,6 +336,12 @@ class Fleet:
                 if clash:
                     result.conflicts[did] = clash
                 parse_config(merged, file=f"device {did}", base_dir=Path("/"))
+                wanted = merged.get("firmware", {}).get("version")
+                if wanted and not (self.root / "firmware" / f"{wanted}.tar.gz").is_file():
+                    raise FleetError(
+                        f"device {did}: firmware.version: {wanted} is not published "
+                        "(deskphone-provision publish-firmware)"
+                    )
             except ConfigError as e:
                 result.errors[did] = str(e)
                 continue
