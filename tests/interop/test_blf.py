@@ -41,13 +41,13 @@ def kamailio_presence(
     instance.stop()
 
 
-def account(kam: PresenceKamailio, user: str) -> dict[str, Any]:
+def account(kam: PresenceKamailio, user: str, transport: str = "udp") -> dict[str, Any]:
     return {
         "id": "line1",
         "user": user,
         "password": kam.users[user],
         "domain": kam.domain,
-        "registrar": kam.uri("udp"),
+        "registrar": kam.uri(transport),
         "expires": 300,
     }
 
@@ -185,21 +185,29 @@ def test_park_by_refer_shows_the_orbit_parked_and_the_key_retrieves(
     phone.call_action(pressed["call"], "hangup")
 
 
+@pytest.mark.parametrize("transport", ["udp", "tls"])
 def test_mwi_subscription_to_a_real_presence_server(
     kamailio_presence: PresenceKamailio,
     phones: Callable[..., PhoneProcess],
     sipp: Callable[..., SippResult],
+    transport: str,
 ) -> None:
     """The phone SUBSCRIBEs to message-summary for its own AOR (RFC 3842); when the voicemail
-    system PUBLISHes 2 new / 4 old messages, the NOTIFY on that subscription lights MWI."""
+    system PUBLISHes 2 new / 4 old messages, the NOTIFY on that subscription lights MWI. Over
+    TLS the phone has no TLS listener: the NOTIFY must come back on its own connection (T11)."""
     kam = kamailio_presence
-    phone = phones([account(kam, "1078")], sections={"mwi": {"expires": 120}})
+    user = "1078" if transport == "udp" else "1079"
+    phone = phones(
+        [account(kam, user, transport)],
+        sip={"tls_ca": str(kam.ca_cert)},
+        sections={"mwi": {"expires": 120}},
+    )
     phone.wait_state("registered", 15)
     status = phone.wait_for(
         lambda s: (s["mwi"]["subscription"] or {}).get("state") == "active", 15, "MWI subscribed"
     )
     assert status["mwi"]["waiting"] is False
-    published = sipp("mwi_publish.xml", kam.udp_addr, keys={"to": "1078", "new": "2", "old": "4"})
+    published = sipp("mwi_publish.xml", kam.udp_addr, keys={"to": user, "new": "2", "old": "4"})
     assert published.ok, published.explain()
     status = phone.wait_for(lambda s: s["mwi"]["new"] == 2, 10, "MWI count from the NOTIFY")
     assert status["mwi"]["waiting"] is True and status["mwi"]["old"] == 4
