@@ -78,7 +78,9 @@ class PanelLink:
             elif kind == protocol.ERROR:
                 log.warning("front panel reports: %s", "|".join(fields))
             if kind != protocol.HELLO and self.state == "silent":
+                # Back after silence or a reconnect: whatever it kept, make its LEDs right.
                 self._set("connected", "")
+                out += self._resend_all(now)
         if self._reader.errors != before:
             self.bad_frames += self._reader.errors - before
             log.warning("front panel: garbled frame skipped (%s)", self._reader.last_error)
@@ -185,6 +187,7 @@ class PanelLink:
 
     def connection_lost(self, why: str) -> None:
         """The serial port went away (USB panel unplugged or reset)."""
+        self._uptime_ms = -1  # the next device is a new panel: its clock starts anew
         self._set("silent", f"front panel disconnected: {why}")
 
     def _set(self, state: LinkState, error: str) -> None:

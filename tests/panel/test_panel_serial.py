@@ -124,3 +124,31 @@ def test_wrong_protocol_version_is_reported() -> None:
     finally:
         panel.close()
         emulator.close()
+
+
+def test_unplugged_panel_is_reported_and_a_new_one_picked_up(tmp_path) -> None:
+    """A USB panel that resets re-enumerates: the port vanishes, then a device is there again."""
+    port = tmp_path / "ttyACM0"  # stands for the udev name; it points at the current pty
+    first = EmulatedPanel()
+    port.symlink_to(first.path)
+    edges: queue.Queue[KeyEdge] = queue.Queue()
+    panel = SerialPanel(str(port), set(LEDS), reconnect_interval=0.05)
+    panel.start(edges.put)
+    second = None
+    try:
+        wait_for(lambda: panel.status()["state"] == "connected", "the first panel")
+        panel.set_mode("MWI", "on")
+        wait_for(lambda: first.led_mode("MWI") == "on", "MWI on the first panel")
+        first.close()
+        port.unlink()
+        wait_for(lambda: panel.health() == "Front panel missing", "the unplugged panel noticed")
+        second = EmulatedPanel()
+        port.symlink_to(second.path)
+        wait_for(lambda: panel.status()["state"] == "connected", "the replugged panel")
+        wait_for(lambda: second.led_mode("MWI") == "on", "MWI restored on the new panel")
+        second.press("HOLD")
+        assert next_edge(edges).key == "HOLD"
+    finally:
+        panel.close()
+        if second is not None:
+            second.close()

@@ -59,8 +59,10 @@ def test_silence_then_recovery() -> None:
     out = link.handle_timer(2.0)
     assert link.state == "silent" and link.error == "front panel silent for 1.5 s"
     assert [k for k, _, _ in sent(out)] == ["Q"]
-    link.feed(frame(protocol.HEARTBEAT, 2, 1000), now=2.2)
+    link.led("MWI", "on", 2.1)  # wanted while it was silent: sent when it is back
+    _, out = link.feed(frame(protocol.HEARTBEAT, 2, 1000), now=2.2)
     assert link.state == "connected" and link.resets == 0
+    assert [f[2] for f in sent(out)] == [["MWI", "on"]]
 
 
 def test_reset_detected_by_unasked_hello_or_uptime_going_back() -> None:
