@@ -158,6 +158,7 @@ class ProvisioningService:
         self._sync_now = asyncio.Event()
         self._pending_etag: str | None = None
         self._fetch_failed = False
+        self._disk: dict[str, Any] | None = None  # cached on-disk part of status()
         self._stop = asyncio.Event()
         self.exit_code = 0
         self._session: aiohttp.ClientSession | None = None
@@ -165,16 +166,21 @@ class ProvisioningService:
 
     # ----- status -----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        rejected = self.store.rejected()
+        # The on-disk part is read once per state change, not at every UI refresh.
+        if self._disk is None:
+            self._disk = {
+                "floor": self.store.floor,
+                "rejected": self.store.rejected(),
+                "factory_reset": self.store.last_reset(),
+            }
         return {
             "device": self.boot.device_id,
             "serial": self.current.serial if self.current else None,
-            "floor": self.store.floor,
             "source": self.source,
             "last_sync": self.last_sync,
             "last_error": self.last_error,
-            "rejected": rejected,
-            "factory_reset": self.store.last_reset(),
+            **self._disk,
+            # live: the launcher (another process) commits or rolls back slots
             "firmware": self.firmware(),
             "firmware_slots": _slots_status(),
             "server": self.boot.url,
@@ -182,6 +188,7 @@ class ProvisioningService:
 
     def _error(self, reason: str) -> None:
         self.last_error = reason
+        self._disk = None
         log.error("provisioning: %s", reason)
 
     def check_sync(self) -> None:
@@ -260,6 +267,7 @@ class ProvisioningService:
                 # the old phone's sockets close on later loop turns: bounded wait for the port
                 await asyncio.sleep(0.1)
         self.phone, self.current = phone, loaded
+        self._disk = None
         self._lcd_notice(phone, loaded)
         if phone.api is not None and phone.api.bound is not None:
             log.info("action API on http://%s:%d/api/status", *phone.api.bound)
@@ -301,6 +309,7 @@ class ProvisioningService:
         if started is None and await self._await_registered():
             self.store.promote()
             self.source = "server"
+            self._disk = None
             log.info("config serial %d registered: now the last known good", loaded.serial)
             return
         summary = started or (self.phone.registration_summary() if self.phone else "none")
@@ -325,6 +334,12 @@ class ProvisioningService:
     # ----- sync -----------------------------------------------------------------------------
     async def sync(self) -> None:
         """Fetch, verify, and apply if newer; every refusal lands in last_error and the logs."""
+        try:
+            await self._sync()
+        finally:
+            self._disk = None
+
+    async def _sync(self) -> None:
         async with self._lock:
             if self.source == "server (unconfirmed)" and self.phone and self.phone.registered():
                 self.store.promote()  # the first config registered late: now it is known good

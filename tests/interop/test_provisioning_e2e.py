@@ -70,8 +70,10 @@ def test_bootstrap_fetch_register_check_sync(lab: Lab, phone: BootstrapPhone) ->
     stored = (lab.state / "provisioning" / "good.json").read_text()
     assert lab.kamailio.users["1101"] not in stored
 
-    # the status report reached the server
-    report = json.loads((lab.fleet.status_dir / f"{lab.device_id}.json").read_text())
+    # the status report reached the server (sent after the first sync)
+    report_path = lab.fleet.status_dir / f"{lab.device_id}.json"
+    phone.wait_for(lambda s: report_path.exists(), 10, "status report stored by the server")
+    report = json.loads(report_path.read_text())
     assert (report["serial"], report["registration"]) == (1, "registered")
 
     # change a setting centrally, render, check-sync through Kamailio -> applied within seconds

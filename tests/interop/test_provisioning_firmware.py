@@ -110,7 +110,9 @@ def test_update_commits_then_a_broken_update_rolls_back(lab: Lab, tmp_path: Path
         # 1.0 boots, fetches its config, installs 1.1 into slot b, reboots into it as a trial;
         # 1.1 registers and its API answers -> committed (the floor rises)
         prov = launcher.wait_firmware(
-            lambda p: p["firmware"] == "1.1" and p["firmware_slots"]["floor"] == "1.1",
+            lambda p: p["firmware"] == "1.1"
+            and p["firmware_slots"]["floor"] == "1.1"
+            and not p["firmware_slots"]["trial"],
             40,
             "1.1 committed",
         )
