@@ -49,7 +49,7 @@ import numpy as np
 
 from .pcm import rms
 from .plc import ComfortNoise
-from .rtp import RtpPacket, seq_delta, ts_delta
+from .rtp import RtpPacket
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +218,11 @@ class JitterBuffer:
             self._ssrc = packet.ssrc
             self._ts_ref = packet.timestamp
             self._seq_ref = packet.sequence
-        ext_ts = self._ts_ref + ts_delta(packet.timestamp, self._ts_ref)
-        ext_seq = self._seq_ref + seq_delta(packet.sequence, self._seq_ref)
+        # ts_delta / seq_delta inlined (every packet): signed shortest distance mod 2^32 / 2^16
+        d = (packet.timestamp - self._ts_ref) & 0xFFFFFFFF
+        ext_ts = self._ts_ref + (d - 0x100000000 if d >= 0x80000000 else d)
+        d = (packet.sequence - self._seq_ref) & 0xFFFF
+        ext_seq = self._seq_ref + (d - 0x10000 if d >= 0x8000 else d)
         anchor = self._play_ts if self._playing else self._ts_ref
         if abs(ext_ts - anchor) > self.resync_ts + int(self.max_delay * self.clock_rate):
             result = self._resync(f"timestamp jumped by {ext_ts - anchor}")
@@ -229,7 +232,11 @@ class JitterBuffer:
         if ext_seq in self._seen or ext_ts in self._slots:
             c["duplicates"] += 1
             return "duplicate"
-        self._remember(ext_seq)
+        self._seen.add(ext_seq)  # _remember inlined
+        fifo = self._seen_fifo
+        fifo.append(ext_seq)
+        if len(fifo) > 512:
+            self._seen.discard(fifo.popleft())
         if ext_seq < self._seq_ref:
             c["reordered"] += 1
         self._seq_ref = max(self._seq_ref, ext_seq)
@@ -245,12 +252,6 @@ class JitterBuffer:
             del self._slots[self._order.pop(0)]
             c["overflow"] += 1
         return result
-
-    def _remember(self, ext_seq: int) -> None:
-        self._seen.add(ext_seq)
-        self._seen_fifo.append(ext_seq)
-        if len(self._seen_fifo) > 512:
-            self._seen.discard(self._seen_fifo.popleft())
 
     def _resync(self, why: str) -> str:
         log.info("jitter buffer restarts: %s", why)
