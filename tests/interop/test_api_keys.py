@@ -33,8 +33,11 @@ def _phone(workdir: Path, name: str, ui: dict[str, Any]) -> PhoneProcess:
     return phone
 
 
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[PhoneProcess, PhoneProcess]]:
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PhoneProcess, PhoneProcess]]:
+    """Two phones for the module (starting a phone process costs seconds); each test leaves
+    them idle."""
+    tmp_path = tmp_path_factory.mktemp("api_keys")
     alice = _phone(tmp_path / "alice", "Alice", {})
     bob = _phone(tmp_path / "bob", "Bob", {})
     alice_uri = f"sip:alice@127.0.0.1:{alice.sip_port}"
@@ -144,3 +147,4 @@ def test_auth_bad_keys_and_bad_json(pair: tuple[PhoneProcess, PhoneProcess]) -> 
     hook(alice, "offhook")
     assert press(alice, "DIGIT_0", long=True)["lcd"][1] == "+_"
     assert alice.status()["lcd"][0] == "Dial:"
+    assert hook(alice, "onhook")["ui"]["screen"] == "idle"
