@@ -279,6 +279,9 @@ class UiDriver:
                 "ringer": self.ringing,
                 "muted": self.ui.muted,
                 "volume": self.ui.volume,
+                "history": [
+                    {"kind": e.kind, "number": e.number, "name": e.name} for e in self.ui.history
+                ],
             },
         }
 

@@ -109,6 +109,12 @@ def test_hook_and_keys_place_answer_hold_and_end_a_call(
     hook(alice, "onhook")
     bob.wait_for(lambda s: s["lcd"][0].startswith("Bob "), 10, "Bob back to idle")
     assert bob.status()["ui"]["audio_path"] == "none"
+    assert bob.status()["ui"]["history"][0] == {
+        "kind": "received",
+        "number": "deskphone",
+        "name": "Alice",
+    }
+    assert alice.status()["ui"]["history"][0]["kind"] == "placed"
     assert any(p.startswith(b"BYE ") for p in wire.payloads)
 
 
