@@ -15,6 +15,8 @@ from tests.conftest import require_tool
 from tests.interop.nginx_server import run_nginx
 from tests.interop.phone import free_port
 from tests.unit.provision_helpers import FlashedFleet, make_fleet
+from tools.flash.cli import main as flash_main
+from tools.provision.cli import main as provision_main
 
 
 @pytest.fixture
@@ -89,3 +91,23 @@ def test_nginx_refuses_a_certificate_from_another_ca(
     status, body, _ = _get(port, ctx, "/devices/desk-1.json")
     assert status == 400
     assert b"SSL certificate error" in body
+
+
+def test_nginx_refuses_an_old_card_and_a_removed_device(tmp_path: Path) -> None:
+    require_tool("nginx")
+    ff = make_fleet(tmp_path)
+    old_ctx = ff.client_context("desk-1")
+    new_boot = tmp_path / "boot-desk-1-again"
+    new_boot.mkdir()
+    args = [str(ff.fleet), "--id", "desk-1", "--url", "https://127.0.0.1:1", "--boot"]
+    assert flash_main([*args, str(new_boot)]) == 0
+    ff.boots["desk-1"] = new_boot
+    assert provision_main(["remove-device", str(ff.fleet), "desk-2"]) == 0  # no render yet
+    port = free_port()
+    with run_nginx(ff.fleet, port, tmp_path):
+        assert _get(port, old_ctx, "/devices/desk-1.json")[0] == 403
+        assert _get(port, old_ctx, "/firmware/0.1.0.json")[0] == 403
+        assert _get(port, ff.client_context("desk-1"), "/devices/desk-1.json")[0] == 200
+        # desk-2's document is still in the tree, but desk-2 is no longer in the fleet.
+        assert (ff.fleet / "www" / "devices" / "desk-2.json").exists()
+        assert _get(port, ff.client_context("desk-2"), "/devices/desk-2.json")[0] == 403

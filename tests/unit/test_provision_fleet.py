@@ -155,9 +155,9 @@ def test_local_changes_survive_render_unless_forced(tmp_path: Path, capsys) -> N
 def test_removed_device_loses_its_document(tmp_path: Path) -> None:
     ff = make_fleet(tmp_path, devices=("desk-1", "desk-2"))
     fleet = Fleet(ff.fleet)
-    inv = fleet.inventory()
-    del inv["devices"]["desk-2"]
-    fleet.save_inventory(inv)
+    fleet.remove_device("desk-2")
+    with pytest.raises(FleetError, match="'desk-2' is not in the inventory"):
+        fleet.remove_device("desk-2")
     fleet.render()
     assert sorted(p.name for p in (ff.fleet / "www" / "devices").iterdir()) == ["desk-1.json"]
 

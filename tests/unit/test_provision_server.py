@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 
 from firmware.provisioning import document as d
 from tests.unit.provision_helpers import FlashedFleet, make_fleet
+from tools.flash.cli import main as flash_main
 from tools.provision import pki, server
 from tools.provision.cli import main as provision_main
 from tools.provision.fleet import Fleet
@@ -92,10 +93,7 @@ async def test_certificate_from_another_ca_is_refused(served, tmp_path: Path) ->
 
 async def test_removed_device_loses_access(served) -> None:
     ff, base = served
-    fleet = Fleet(ff.fleet)
-    inv = fleet.inventory()
-    del inv["devices"]["desk-2"]
-    fleet.save_inventory(inv)
+    assert provision_main(["remove-device", str(ff.fleet), "desk-2"]) == 0
     status, body, _ = await _get(f"{base}/devices/desk-2.json", ff.client_context("desk-2"))
     assert status == 403 and b"not in the fleet inventory" in body
     status, body, _ = await _get(f"{base}/firmware/0.1.0.json", ff.client_context("desk-2"))
@@ -146,3 +144,20 @@ async def test_status_reports_are_stored_and_shown(served, capsys) -> None:
     # The phone's local change became the device's local layer.
     local = (ff.fleet / "config" / "local" / "desk-1.toml").read_text()
     assert 'tone_country = "DE"' in local
+
+
+async def test_reflashing_revokes_the_old_card(served, tmp_path: Path) -> None:
+    ff, base = served
+    old_ctx = ff.client_context("desk-1")
+    new_boot = tmp_path / "boot-desk-1-again"
+    new_boot.mkdir()
+    args = [str(ff.fleet), "--id", "desk-1", "--url", "https://127.0.0.1:1", "--boot"]
+    assert flash_main([*args, str(new_boot)]) == 0
+    ff.boots["desk-1"] = new_boot
+    status, body, _ = await _get(f"{base}/devices/desk-1.json", old_ctx)
+    assert status == 403
+    assert json.loads(body) == {
+        "error": "certificate is not the one recorded for desk-1 (re-flashed?)"
+    }
+    status, _, _ = await _get(f"{base}/devices/desk-1.json", ff.client_context("desk-1"))
+    assert status == 200

@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--x25519-public", type=Path, help="the device's X25519 public key (PEM)")
     s.add_argument("--update", action="store_true", help="change an existing device")
 
+    s = sub.add_parser("remove-device", help="take a device out of the fleet (access ends)")
+    s.add_argument("fleet", type=Path)
+    s.add_argument("device_id")
+
     s = sub.add_parser("render", help="write signed per-device documents and firmware manifests")
     s.add_argument("fleet", type=Path)
     s.add_argument("--out", type=Path, help="static tree (default FLEET/www)")
@@ -184,6 +188,9 @@ def run(argv: list[str]) -> int:
             update=args.update,
         )
         print(did)
+    elif args.cmd == "remove-device":
+        fleet.remove_device(args.device_id)
+        print(f"{args.device_id} removed; run render to delete its document")
     elif args.cmd == "render":
         result = fleet.render(args.out, validity=int(args.validity_days * 86400), force=args.force)
         for did in result.written:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -246,6 +247,17 @@ class Fleet:
         self.save_inventory(inv)
         return did
 
+    def remove_device(self, device_id: str) -> None:
+        """Take a device out of the fleet: the server refuses it from now on (its certificate
+        still verifies, so the inventory is the revocation list) and the next render deletes
+        its document. Its config layers stay for a later re-add."""
+        inv = self.inventory()
+        if device_id not in inv["devices"]:
+            raise FleetError(f"device {device_id!r} is not in the inventory")
+        del inv["devices"][device_id]
+        self.save_inventory(inv)
+        (self.status_dir / f"{device_id}.json").unlink(missing_ok=True)
+
     def record_identity(
         self, device_id: str, *, cert_pem: bytes, x25519_public_pem: bytes, flashed_to: str
     ) -> None:
@@ -254,6 +266,7 @@ class Fleet:
         rec = inv["devices"][device_id]
         cert = pki.load_cert(cert_pem)
         rec["cert_sha256"] = pki.fingerprint(cert)
+        rec["cert_sha1"] = cert.fingerprint(hashes.SHA1()).hex()  # nginx $ssl_client_fingerprint
         rec["cert_not_after"] = int(cert.not_valid_after_utc.timestamp())
         rec["x25519_public"] = x25519_public_pem.decode()
         rec["flashed_at"] = int(time.time())

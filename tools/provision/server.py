@@ -60,6 +60,14 @@ def peer_cn(request: web.Request) -> str | None:
     return None
 
 
+def peer_fingerprint(request: web.Request) -> str | None:
+    """sha256 (hex) of the client certificate, as recorded in the inventory at flashing."""
+    transport = request.transport
+    obj = transport.get_extra_info("ssl_object") if transport is not None else None
+    der = obj.getpeercert(binary_form=True) if obj is not None else None
+    return hashlib.sha256(der).hexdigest() if der else None
+
+
 def _error(status: int, reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=status)
 
@@ -103,9 +111,14 @@ class ConfigServer:
             log.warning("device %s asked for %s: refused", cn, request.path)
             return _error(403, f"certificate {cn} may not access device {device_id}")
         try:
-            self.fleet.device(device_id)
+            rec = self.fleet.device(device_id)
         except FleetError:
             return _error(403, f"device {device_id} is not in the fleet inventory")
+        recorded = rec.get("cert_sha256")
+        if recorded and peer_fingerprint(request) != recorded:
+            # Re-flashing records a new certificate: the old card's one is refused from then on.
+            log.warning("device %s presented a certificate that is not the recorded one", cn)
+            return _error(403, f"certificate is not the one recorded for {device_id} (re-flashed?)")
         return None
 
     async def device_document(self, request: web.Request) -> web.StreamResponse:
