@@ -318,10 +318,12 @@ class Demo:
         self.keys("Alice", "HOLD", "HOLD")
         await self.until(
             "the call ends up talking again, with no error on Alice's LCD",
-            lambda: self.state("Alice") == ["connected"]
-            and self.state("Bob") == ["connected"]
-            and not any(c.get("remote_held") for c in self.calls("Bob"))
-            and self.ui("Alice").ui.notice is None,
+            lambda: (
+                self.state("Alice") == ["connected"]
+                and self.state("Bob") == ["connected"]
+                and not any(c.get("remote_held") for c in self.calls("Bob"))
+                and self.ui("Alice").ui.notice is None
+            ),
         )
 
         self.say("Alice presses TRANSFER and dials Carol (2003)")
