@@ -232,6 +232,9 @@ class ReplacesService:
         old = pending.old
         old.extras["replaced_by"] = call.id
         call.extras["replaces_call"] = old.id
+        lines = getattr(self.calls, "lines", None)
+        if lines is not None:  # the replacement takes the old call's line: never held for it
+            lines.join([old.id, call.id])
         if call.session.accept(pending.now):
             call.state = "connected"  # no alerting: the user already talks on this line
         else:

@@ -195,3 +195,27 @@ def test_accepted_replaces_is_answered_without_180() -> None:
     statuses = [r.status for r in responses(b, "INVITE") if r.call_id == invite.call_id]
     assert 200 in statuses and 180 not in statuses and 183 not in statuses
     assert [k.state for k in live(c)] == ["connected"]
+
+
+def test_line_appearances_never_hold_a_replacement_or_a_joiner() -> None:
+    """With the one-talking-call rule on (firmware/call/lines.py), the replacing call and the
+    joining call take the existing call's line: no hold re-INVITE is sent to either of them."""
+    from firmware.call.lines import LineAppearances
+
+    net = Net(joinable("a"), joinable("b"), joinable("c"), joinable("x"))
+    a, b, c, x = (net.phones[n] for n in "abcx")
+    for p in (b, c):
+        LineAppearances(p.calls)
+    a_b, b_id = connect(net)
+    a_c = consult(net, answer=False)  # C answers after the transfer was asked for: not held
+    assert a.transfers.transfer_attended(a_b, a_c, net.now)
+    answer_c(net)
+    [c_new] = live(c)
+    assert (c_new.state, c_new.held) == ("connected", False)
+    assert not [r for r in requests(b, "INVITE") if r.call_id == c_new.session.call_id]
+    [b_new] = live(b)
+    value = join_value(net, b_new.id)
+    assert x_joins(net, value) == [401, 200]
+    joined = [k for k in live(b) if k.id != b_new.id][0]
+    assert (joined.state, joined.held, b_new.held) == ("connected", False, False)
+    assert not [r for r in requests(x, "INVITE") if r.call_id == joined.session.call_id]
