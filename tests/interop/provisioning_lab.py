@@ -101,7 +101,7 @@ class Lab:
         kamailio: Kamailio,
         user: str,
         *,
-        trial_timeout: float = 4.0,
+        trial_timeout: float = 10.0,  # generous: a loaded CI box restarts a phone slowly
         resync_interval: float = 3600.0,
         server: str = "serve",
     ) -> None:

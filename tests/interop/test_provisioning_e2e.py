@@ -27,7 +27,8 @@ from tests.interop.provisioning_lab import BootstrapPhone, Lab, send_check_sync,
 
 @pytest.fixture
 def lab(tmp_path: Path, kamailio: Kamailio, request: pytest.FixtureRequest) -> Iterator[Lab]:
-    the_lab = Lab(tmp_path, kamailio, request.param)
+    user, trial = request.param if isinstance(request.param, tuple) else (request.param, 10.0)
+    the_lab = Lab(tmp_path, kamailio, user, trial_timeout=trial)
     yield the_lab
     the_lab.server.stop()
 
@@ -154,7 +155,7 @@ def test_bad_documents_are_refused_and_the_phone_keeps_working(
     assert phone.status()["device"]["name"] == "Three"
 
 
-@pytest.mark.parametrize("lab", ["1103"], indirect=True)
+@pytest.mark.parametrize("lab", [("1103", 4.0)], indirect=True)
 def test_config_that_cannot_register_rolls_back(lab: Lab, phone: BootstrapPhone) -> None:
     phone.start()
     phone.wait_state("registered", 15)
