@@ -11,7 +11,9 @@ Pressing the key (`press`) does what the state suggests:
 * ringing -> pick the call up: INVITE to the caller with ``Replaces: ...;early-only`` built from
   the NOTIFY's call-id and tags (RFC 5359 2.16, RFC 3891; the caller answers us and CANCELs the
   ringing phone), or dial the PBX's pickup feature code + extension when configured;
-* parked (a park-orbit key) -> retrieve: pickup of the orbit (feature code or dial the orbit);
+* parked (a park-orbit key) -> retrieve: INVITE with Replaces of the orbit's dialog to the
+  parked party when the NOTIFY carries its call-id/tags (RFC 5359 2.15), else the pickup
+  feature code or a call to the orbit;
 * in a call -> blind-transfer the current call to the monitored extension;
 * otherwise -> call it.
 """
@@ -199,13 +201,39 @@ class BlfService:
         if line.state == "ringing":
             return self._pickup(line, now)
         if line.state == "parked":
-            return self._dial(cfg, self._pickup_code_target(cfg) or cfg.target, now, "retrieve")
+            return self._retrieve(line, now)
         active = [c for c in self.calls.active_calls() if c.state in ("connected", "held")]
         if active and self.transfers is not None:
             call = active[0]
             if self.transfers.transfer(call.id, cfg.target, now):
                 return {"action": "transfer", "call": call.id, "target": cfg.target}
         return self._dial(cfg, cfg.target, now, "call")
+
+    def _retrieve(self, line: BlfLine, now: float) -> dict[str, Any]:
+        """Take a parked call back (RFC 5359 2.15): INVITE with Replaces of the orbit's dialog
+        to the parked party when the NOTIFY names it (call-id, tags, remote target - Asterisk
+        style park servers do), else the pickup code / a call to the orbit."""
+        cfg = line.config
+        code_target = self._pickup_code_target(cfg)
+        parked = next(
+            (
+                d
+                for d in line.dialogs.dialogs.values()
+                if d.state == "confirmed" and d.call_id and d.local_tag and d.remote_tag
+            ),
+            None,
+        )
+        party = parked.remote.target or parked.remote.identity if parked else None
+        if code_target is not None or parked is None or not party:
+            return self._dial(cfg, code_target or cfg.target, now, "retrieve")
+        replaces = f"{parked.call_id};to-tag={parked.remote_tag};from-tag={parked.local_tag}"
+        return self._dial(
+            cfg,
+            party,
+            now,
+            "retrieve",
+            extra_headers=[("Replaces", replaces), ("Require", "replaces")],
+        )
 
     def _pickup_code_target(self, cfg: BlfKey) -> str | None:
         if self.pickup.mode != "code":

@@ -366,3 +366,21 @@ def test_press_in_a_call_transfers_it_and_a_parked_orbit_is_retrieved() -> None:
     assert w.blf.status()[1]["led"] == "slow_flash"
     assert w.blf.press("LINE_3", w.now)["action"] == "retrieve"
     assert w.calls.dialled[-1][0] == "sip:700@pbx.example"
+
+
+def test_parked_call_with_dialog_ids_is_retrieved_by_replaces() -> None:
+    w = World(keys=[BlfKey("LINE_3", "sip:701@pbx.example", "park")])
+    sub = w.one("SUBSCRIBE")
+    w.feed(ok_for(sub))
+    parked = (
+        '<dialog id="p1" call-id="park-cid" local-tag="orbit-tag" remote-tag="party-tag" '
+        'direction="recipient"><state>confirmed</state><remote>'
+        "<identity>sip:1063@pbx.example</identity>"
+        '<target uri="sip:1063@192.0.2.30:5062"/></remote></dialog>'
+    )
+    w.feed(notify(sub, info(0, "full", parked), cseq=1))
+    assert w.blf.lines["LINE_3"].state == "parked"
+    assert w.blf.press("LINE_3", w.now)["action"] == "retrieve"
+    target, headers = w.calls.dialled[-1]
+    assert target == "sip:1063@192.0.2.30:5062"
+    assert ("Replaces", "park-cid;to-tag=party-tag;from-tag=orbit-tag") in headers
