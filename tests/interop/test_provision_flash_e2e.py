@@ -31,7 +31,7 @@ from tests.conftest import require_tool
 from tests.interop.kamailio import Kamailio
 from tests.interop.nginx_server import run_nginx
 from tests.interop.phone import ROOT, TOKEN, PhoneProcess, free_port
-from tests.unit.test_flash_targets import _mkfs
+from tests.unit.provision_helpers import mkfs_image
 from tools.flash.cli import main as flash_main
 from tools.flash.targets import fat_offset
 from tools.provision.cli import main as provision_main
@@ -99,7 +99,7 @@ def served_fleet(
           "--account", account)  # fmt: skip
     _tool("publish-firmware", str(fleet), "--version", "0.1.0")
     image = tmp_path / "raspios.img"
-    _mkfs(image, 40, mbr=True)
+    mkfs_image(image, 40, mbr=True)
     _tool("flash", str(fleet), "--id", f"desk-{USER}", "--url",
           f"https://127.0.0.1:{server_port}", "--image", str(image))  # fmt: skip
     _tool("render", str(fleet))

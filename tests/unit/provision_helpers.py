@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import ssl
+import struct
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import require_tool
 from tools.flash.cli import main as flash_main
 from tools.provision.cli import main as provision_main
 
@@ -58,3 +62,25 @@ def _tiny_bundle(tmp: Path) -> Path:
     path = tmp / "tiny.tar.gz"
     path.write_bytes(gzip.compress(b"not really a tarball, just bytes to sign", mtime=0))
     return path
+
+
+def mkfs_image(image: Path, size_mb: int, *, mbr: bool) -> None:
+    """A FAT16 filesystem image, or (mbr) a Raspberry Pi OS style disk with a FAT32 partition."""
+    mkfs = require_tool("mkfs.fat")
+    image.write_bytes(b"")
+    os.truncate(image, size_mb * 1024 * 1024)
+    if not mbr:
+        subprocess.run([mkfs, "-F", "16", str(image)], check=True, capture_output=True)
+        return
+    # A Raspberry Pi OS style disk: MBR, partition 1 = FAT32 (type 0x0c) at sector 2048.
+    sectors = size_mb * 2048 - 2048
+    mbr_sector = bytearray(512)
+    mbr_sector[446:462] = bytes([0, 0, 0, 0, 0x0C, 0, 0, 0]) + struct.pack("<II", 2048, sectors)
+    mbr_sector[510:512] = b"\x55\xaa"
+    with image.open("r+b") as f:
+        f.write(mbr_sector)
+    subprocess.run(
+        [mkfs, "-F", "32", "--offset", "2048", str(image), str(sectors // 2)],
+        check=True,
+        capture_output=True,
+    )

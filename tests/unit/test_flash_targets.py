@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import subprocess
 import tomllib
 from pathlib import Path
@@ -16,7 +15,7 @@ from cryptography import x509
 
 from firmware.provisioning.bootstrap import load_bootstrap
 from tests.conftest import require_tool
-from tests.unit.provision_helpers import make_fleet
+from tests.unit.provision_helpers import make_fleet, mkfs_image
 from tools.flash.cli import main as flash_main
 from tools.flash.identity import FIRSTRUN_ARGS
 from tools.flash.targets import FlashError, fat_offset
@@ -24,27 +23,6 @@ from tools.provision import pki
 from tools.provision.fleet import Fleet
 
 URL = "https://127.0.0.1:8443"
-
-
-def _mkfs(image: Path, size_mb: int, *, mbr: bool) -> None:
-    mkfs = require_tool("mkfs.fat")
-    image.write_bytes(b"")
-    os.truncate(image, size_mb * 1024 * 1024)
-    if not mbr:
-        subprocess.run([mkfs, "-F", "16", str(image)], check=True, capture_output=True)
-        return
-    # A Raspberry Pi OS style disk: MBR, partition 1 = FAT32 (type 0x0c) at sector 2048.
-    sectors = size_mb * 2048 - 2048
-    mbr_sector = bytearray(512)
-    mbr_sector[446:462] = bytes([0, 0, 0, 0, 0x0C, 0, 0, 0]) + struct.pack("<II", 2048, sectors)
-    mbr_sector[510:512] = b"\x55\xaa"
-    with image.open("r+b") as f:
-        f.write(mbr_sector)
-    subprocess.run(
-        [mkfs, "-F", "32", "--offset", "2048", str(image), str(sectors // 2)],
-        check=True,
-        capture_output=True,
-    )
 
 
 def _mread(image: Path, rel: str) -> bytes:
@@ -103,7 +81,7 @@ def test_flash_into_a_disk_image(tmp_path: Path, mbr: bool) -> None:
     require_tool("mcopy")
     ff = make_fleet(tmp_path, devices=())
     image = tmp_path / "raspios.img"
-    _mkfs(image, 40, mbr=mbr)
+    mkfs_image(image, 40, mbr=mbr)
     cmdline = b"console=serial0,115200 console=tty1 root=PARTUUID=1234-02 rootwait\n"
     if mbr:
         # An image that already has a kernel command line: --firstrun appends the installer once.
