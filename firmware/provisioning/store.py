@@ -11,8 +11,6 @@ Layout of ``<state_dir>/provisioning/`` (every file replaced atomically, see fil
   retried until the server issues a newer one.
 * ``local.toml``     - changes made on the phone itself, layered over the provisioned config and
   kept separate so a re-provisioning does not wipe them.
-* ``local-ack.json`` - local values a document has carried (so a later contradiction means the
-  admin forced them away with ``render --force``, and they are dropped from local.toml).
 * ``reset.json``     - ``{"at", "reason", "removed"}`` of the last factory reset (shown in status).
 
 Documents are stored as received (signed, secrets still encrypted), so no plaintext password
@@ -41,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from firmware.provisioning.config import ConfigError, PhoneConfig, parse_config
 from firmware.provisioning.document import (
     DocumentError,
+    drop_local_paths,
     load_ed25519_public,
     load_x25519_private,
     merge_secrets,
@@ -182,35 +181,24 @@ class ConfigStore:
         """Verify a fetched document (signature, device, expiry, anti-rollback) and validate it."""
         payload = self._verify(doc, self.floor, now)
         fault("config:verified")
-        self.reconcile_local(payload["config"])
+        self.reconcile_local(payload)
         return payload, self.to_config(payload)
 
-    def reconcile_local(self, central: dict[str, Any]) -> list[str]:
-        """Drop local changes the admin overrode with ``render --force``.
-
-        The server merges reported local changes into the document, so a local value that a
-        document once carried (acknowledged) and a later one contradicts was forced away; a
-        value no document carried yet is kept (the server has not merged it yet).
-        """
+    def reconcile_local(self, payload: dict[str, Any]) -> list[str]:
+        """Drop the local changes the admin forced back to the central value (``render
+        --force``): the document lists them in ``local_reset``. The next status report then no
+        longer carries them, which tells the server the reset arrived."""
+        reset = [p for p in payload.get("local_reset", []) if isinstance(p, str)]
         local = self.local_layer()
-        if not local:
+        if not reset or not local:
             return []
-        acked: dict[str, Any] = (self._read("local-ack.json") or {}).get("acked", {})
-        forced: list[str] = []
-        for path, value in _leaves(local).items():
-            there = _lookup(central, path)
-            if there == value:
-                acked[path] = value
-            elif path in acked and acked[path] == value:
-                forced.append(path)
-                del acked[path]
-        for path in forced:
-            _drop(local, path.split("."))
-        if forced:
-            log.warning("local changes %s overridden centrally (forced); dropped", forced)
-            atomic_write(self.dir / "local.toml", tomli_w.dumps(local).encode(), step="")
-        self._write("local-ack.json", {"acked": acked}, "")
-        return forced
+        kept = drop_local_paths(local, reset)
+        if kept == local:
+            return []
+        dropped = sorted(set(_leaves(local)) - set(_leaves(kept)))
+        log.warning("local changes %s were forced back to the central values", dropped)
+        atomic_write(self.dir / "local.toml", tomli_w.dumps(kept).encode())
+        return dropped
 
     def _load(self, doc: dict[str, Any]) -> tuple[int, PhoneConfig]:
         """A stored document: signature and device re-checked, expiry and floor not (it was
@@ -251,7 +239,7 @@ class ConfigStore:
         replays). The reason is kept and shown in status until the next reset."""
         removed = []
         names = ("good.json", "candidate.json", "trial.json", "rejected.json", "local.toml")
-        for name in (*names, "local-ack.json"):
+        for name in names:
             if (self.dir / name).exists():
                 atomic_remove(self.dir / name)
                 removed.append(name)
@@ -319,30 +307,6 @@ def _leaves(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[path] = value
     return out
-
-
-_MISSING = object()
-
-
-def _lookup(table: dict[str, Any], path: str) -> Any:
-    node: Any = table
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
-def _drop(table: dict[str, Any], parts: list[str]) -> None:
-    """Remove a dotted path and the tables it leaves empty."""
-    if len(parts) == 1:
-        table.pop(parts[0], None)
-        return
-    child = table.get(parts[0])
-    if isinstance(child, dict):
-        _drop(child, parts[1:])
-        if not child:
-            del table[parts[0]]
 
 
 def desired_firmware(payload: dict[str, Any]) -> str | None:

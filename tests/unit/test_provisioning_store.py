@@ -32,6 +32,7 @@ class Fleet:
         expires: int = NOW + 3600,
         name: str = "Reception",
         signer: Ed25519PrivateKey | None = None,
+        local_reset: list[str] | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -53,6 +54,8 @@ class Fleet:
             "config": clean,
             "secrets": secrets,
         }
+        if local_reset is not None:
+            payload["local_reset"] = local_reset
         return sign_document(payload, signer or self.signing)
 
 
@@ -224,11 +227,9 @@ def test_factory_reset_wipes_config_keeps_floor_and_says_why(fleet: Fleet, tmp_p
 def test_local_change_survives_until_the_admin_forces_it_away(fleet: Fleet, tmp_path: Path) -> None:
     s = store(fleet, tmp_path)
     (s.dir / "local.toml").write_text('[device]\nname = "Mine"\n\n[audio]\nptime = 30\n')
-    # the server has not merged the local change yet: kept
+    # re-provisioning alone never wipes local changes
     assert s.check(fleet.doc(1, name="Central"), NOW)[1].device.name == "Mine"
-    # the server merged it (the document carries it): acknowledged, kept
-    assert s.check(fleet.doc(2, name="Mine"), NOW)[1].device.name == "Mine"
-    # render --force: a later document contradicts an acknowledged local value -> dropped
-    _payload, config = s.check(fleet.doc(3, name="Forced"), NOW)
+    # render --force: the document lists the path in local_reset -> dropped, central wins
+    _payload, config = s.check(fleet.doc(2, name="Forced", local_reset=["device.name"]), NOW)
     assert config.device.name == "Forced" and config.audio.ptime == 30
     assert s.local_layer() == {"audio": {"ptime": 30}}
