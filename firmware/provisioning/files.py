@@ -61,6 +61,7 @@ def atomic_write(path: Path, data: bytes, *, step: str = "", mode: int = 0o600) 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)  # before any byte: a key is never readable by others, even briefly
         with os.fdopen(fd, "wb") as f:
             half = len(data) // 2
             f.write(data[:half])
@@ -70,7 +71,6 @@ def atomic_write(path: Path, data: bytes, *, step: str = "", mode: int = 0o600) 
             f.write(data[half:])
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
