@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from firmware.call.authorise import Authoriser, NotAuthorised, same_identity
-from firmware.sip.dialog import DialogId
+from firmware.sip.dialog import Dialog, DialogId, DialogState
 from firmware.sip.errors import SipParseError
 from firmware.sip.headers import parse_name_addr, split_list
 from firmware.sip.ids import new_call_id, new_tag
@@ -169,6 +169,7 @@ class _Notifier:
     held_by_us: bool
     new_call: Call | None = None
     done: bool = False
+    dialog: Dialog | None = None  # out-of-dialog REFER: the subscription dialog its 200 made
 
 
 @dataclass
@@ -351,18 +352,23 @@ class TransferService:
         if in_dialog:  # an out-of-dialog REFER's CSeq belongs to another Call-ID
             self._last_refer_cseq[call.id] = request.cseq.number
         no_sub = (request.headers.get("Refer-Sub") or "").strip().lower() == "false"
-        event = "refer" if count == 1 else f"refer;id={request.cseq.number}"
+        first = count == 1 or not in_dialog  # a REFER outside the dialog starts its own
+        event = "refer" if first else f"refer;id={request.cseq.number}"
         # RFC 7647 section 5: 200, never 202. RFC 4488: granting Refer-Sub: false says so.
-        session.reply(
-            server_tx,
-            request,
-            200,
-            "OK",
-            now,
-            [("Contact", session.contact), *([("Refer-Sub", "false")] if no_sub else [])],
-        )
+        headers = [("Contact", session.contact), *([("Refer-Sub", "false")] if no_sub else [])]
+        sub_dialog = None
+        if in_dialog:
+            session.reply(server_tx, request, 200, "OK", now, headers)
+        else:
+            # RFC 3515 2.4.4 / RFC 4538: the 200 creates the subscription's own dialog; the
+            # NOTIFYs go there, not into the call named by Target-Dialog.
+            response = self.calls.ua.respond(server_tx, request, 200, "OK", now, headers)
+            if not no_sub:
+                sub_dialog = Dialog.from_uas(
+                    request, response.to.tag or "", session.contact, state=DialogState.CONFIRMED
+                )
         held_by_us = call.state == "connected" and self.calls.hold(call.id, now)
-        notifier = _Notifier(call, event, not no_sub, held_by_us)
+        notifier = _Notifier(call, event, not no_sub, held_by_us, dialog=sub_dialog)
         self._notifiers.setdefault(call.id, []).append(notifier)
         self._notify(notifier, "SIP/2.0 100 Trying", now, final=False)
         extra: list[tuple[str, str]] = list(target.headers)
@@ -419,8 +425,9 @@ class TransferService:
         False when no NOTIFY was sent (Refer-Sub: false, or the dialog is gone).
         """
         session = notifier.original.session
-        dialog = session.dialog
-        if not notifier.notify or dialog is None or session.state is State.TERMINATED:
+        dialog = notifier.dialog or session.dialog
+        call_gone = notifier.dialog is None and session.state is State.TERMINATED
+        if not notifier.notify or dialog is None or call_gone:
             return False
         state = (
             "terminated;reason=noresource" if final else f"active;expires={SUBSCRIPTION_EXPIRES}"
@@ -476,12 +483,13 @@ class TransferService:
         * With Target-Dialog it must name a live confirmed call (else 481: a REFER replayed after
           the call ended does nothing). The call's own peer is trusted over TLS (the dialog tags
           are its secret); any other requester, or the peer over plain transport, must be a
-          listed identity that answers our Digest challenge (`Authoriser`).
+          listed identity that answers our Digest challenge (`Authoriser`). The NOTIFYs go in
+          the dialog our 200 creates (none with Refer-Sub: false).
         * Without Target-Dialog only a listed, Digest-proven identity may REFER, and the phone
-          just calls the target (remote call control, RFC 5359 section 2.18).
+          just calls the target (remote call control, RFC 5359 section 2.18); there is no call
+          to report on, so it must come with Refer-Sub: false (RFC 4488).
 
-        We keep no refer subscriptions outside a dialog, so Refer-Sub: false (RFC 4488) is
-        required; an accepted REFER's identity is remembered, so a replay gets 500.
+        An accepted REFER's identity is remembered, so a replay gets 500.
         """
         ua = self.calls.ua
         headers: list[tuple[str, str]] = []
@@ -493,8 +501,9 @@ class TransferService:
                 call = self._target_dialog_call(request)
                 if call is None:
                     raise ReferRefused(481, "Target dialog does not exist")
-            if (request.headers.get("Refer-Sub") or "").strip().lower() != "false":
-                raise ReferRefused(403, "Out-of-dialog REFER needs Refer-Sub: false")
+            no_sub = (request.headers.get("Refer-Sub") or "").strip().lower() == "false"
+            if call is None and not no_sub:  # remote control: no call to report progress on
+                raise ReferRefused(403, "REFER without Target-Dialog needs Refer-Sub: false")
             tls = ua.endpoint_for(server_tx.peer).via_transport == "TLS"
             dialog = call.session.dialog if call is not None else None
             peer_over_tls = (

@@ -70,19 +70,48 @@ def test_blind_transfer_to_a_gruu_peer_goes_out_of_dialog_with_norefersub() -> N
     assert [k.state for k in live(c)] == ["connected"]
 
 
-def test_t17_no_refer_sub_false_without_the_policy_and_the_in_dialog_fallback() -> None:
-    """norefersub off: no Refer-Sub: false. Our transferee keeps no refer subscriptions outside
-    a dialog and refuses (403); the transferor then REFERs inside the dialog (RFC 5589 5)."""
+def test_t17_without_norefersub_the_notifies_come_in_the_refers_own_dialog() -> None:
+    """norefersub off: no Refer-Sub: false. Our transferee accepts the out-of-dialog REFER and
+    reports by NOTIFY in the dialog its 200 created (RFC 3515 2.4.4), not in the call."""
     net = gruu_net(ReferPolicy(norefersub=False))
     a, b, c = net.phones["a"], net.phones["b"], net.phones["c"]
     a_id, _ = connect(net)
     assert a.transfers.transfer(a_id, "sip:c@192.0.2.3", net.now)
     net.pump()
+    refer = the_refer(b)
+    assert refer.headers.get("Refer-Sub") is None and refer.to.tag is None
+    [ok] = [r for r in responses(a, "REFER") if r.call_id == refer.call_id]
+    assert ok.status == 200 and ok.headers.get("Refer-Sub") is None
+    answer_c(net)
+    notifies = requests(a, "NOTIFY")
+    assert [n.body for n in notifies] == [b"SIP/2.0 100 Trying\r\n", b"SIP/2.0 200 OK\r\n"]
+    # Every NOTIFY is in the REFER's dialog: its Call-ID, B's tag from the 200, A's REFER tag.
+    for n in notifies:
+        assert n.call_id == refer.call_id
+        assert (n.from_.tag, n.to.tag) == (ok.to.tag, refer.from_.tag)
+        assert n.headers.get("Event") == "refer"
+    assert [r.status for r in responses(b, "NOTIFY")] == [200, 200]
+    status = a.calls.get(a_id).status(net.now)
+    assert (status["transfer"], status["transfer_status"]) == ("done", 200)
+    assert status["state"] == "ended"
+    assert [k.state for k in live(c)] == ["connected"]
+
+
+def test_a_refused_out_of_dialog_refer_falls_back_into_the_dialog() -> None:
+    """B does not take REFER outside a dialog (policy): 403, and A REFERs inside the dialog
+    instead (RFC 5589 section 5), still without Refer-Sub."""
+    net = gruu_net()
+    a, b, c = net.phones["a"], net.phones["b"], net.phones["c"]
+    b.transfers.policy = ReferPolicy(out_of_dialog=False)
+    a_id, _ = connect(net)
+    assert a.transfers.transfer(a_id, "sip:c@192.0.2.3", net.now)
+    net.pump()
     first, second = requests(b, "REFER")
-    assert first.headers.get("Refer-Sub") is None and first.to.tag is None
+    assert first.to.tag is None
     refused = [r for r in responses(a, "REFER") if r.call_id == first.call_id]
     assert [r.status for r in refused] == [403]
-    # The fallback: in the call's own dialog, still without Refer-Sub.
+    # The fallback: in the call's own dialog, and no Refer-Sub: false (T17: GRUU-only, and
+    # the in-dialog Request-URI is the same GRUU but the subscription is now wanted).
     dialog = a.calls.get(a_id).session.dialog
     assert dialog is not None
     assert second.call_id == dialog.call_id and second.to.tag == dialog.remote_tag
