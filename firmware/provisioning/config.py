@@ -11,10 +11,13 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware.sip.errors import SipParseError
 from firmware.sip.uri import SipURI, parse_uri
+
+if TYPE_CHECKING:  # credentials_config imports _Section from here
+    from firmware.provisioning.credentials_config import PeerCredential
 
 _LISTEN_RE = re.compile(r"^(udp|tcp|tls):(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})$")
 _ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
@@ -46,7 +49,7 @@ class ListenSpec:
 class AccountConfig:
     id: str
     user: str
-    password: str
+    password: str = field(repr=False)
     domain: str
     auth_user: str
     display_name: str | None
@@ -54,6 +57,10 @@ class AccountConfig:
     expires: int
     enabled: bool
     outbound_proxy: SipURI | None
+    # The realm the password answers (None = the registrar's first challenge) and separate
+    # secrets for other realms: firmware/provisioning/credentials_config.py.
+    realm: str | None = None
+    peer_credentials: tuple[PeerCredential, ...] = field(default=(), repr=False)
 
     @property
     def aor(self) -> SipURI:
@@ -484,6 +491,9 @@ def parse_config(
         if not 10 <= expires <= 86400:
             raise acc.error("expires", "must be between 10 and 86400 seconds")
         proxy_text = acc.get("outbound_proxy", str, None)
+        from firmware.provisioning.credentials_config import parse_credential_scope
+
+        realm, peer_credentials = parse_credential_scope(acc)
         accounts.append(
             AccountConfig(
                 id=acc_id,
@@ -496,6 +506,8 @@ def parse_config(
                 expires=expires,
                 enabled=acc.get("enabled", bool, True),
                 outbound_proxy=_sip_uri(acc, "outbound_proxy", proxy_text) if proxy_text else None,
+                realm=realm,
+                peer_credentials=peer_credentials,
             )
         )
         acc.finish()

@@ -442,14 +442,26 @@ class Phone:
             )
             dest = Address(dest.transport, str(infos[0][4][0]), dest.port)
         self._account_dest[account.id] = dest
-        creds = DigestCredentials(account.auth_user, account.password)
+        # The PBX password answers only the account realm (configured or learned from the
+        # registrar); peer phones' challenges get their own secret (threat-model "Transitive
+        # credential leak", firmware/sip/auth.py).
+        creds = [DigestCredentials(account.auth_user, account.password)] + [
+            DigestCredentials(peer.user, peer.password, peer.realm)
+            for peer in account.peer_credentials
+        ]
         registration = Registration(
             account=account.id,
             aor=account.aor,
             registrar=account.registrar,
             ids=self.ids,
             instance_id=instance,
-            digest=DigestClient(creds, self.ids, allow_md5=self.config.sip.allow_md5),
+            digest=DigestClient(
+                creds,
+                self.ids,
+                allow_md5=self.config.sip.allow_md5,
+                scoped=True,
+                account_realm=account.realm,
+            ),
             reg_id=reg_id,
             expires=account.expires,
             user_agent=self.config.sip.user_agent,

@@ -347,6 +347,16 @@ class DigestClient:
     """Answers Digest challenges for one set of credentials; sans-IO and side-effect free
     apart from the nonce cache.
 
+    Realm scope (THREATS.md / docs/threat-model.md "Transitive credential leak"): with
+    ``scoped=True`` the realm-less credentials (the account's PBX password) answer only the
+    *account realm* - ``account_realm`` when configured, else the realm of the first
+    challenge the registrar sends to our REGISTER (``learn_realm``: trust on first use
+    through the registrar flow, kept for the object's lifetime). Until that realm is known
+    they answer nothing. Credentials carrying their own realm (peer phones' secrets) answer
+    exactly that realm. So a callee, forking target or man in the middle that challenges an
+    INVITE in its own realm gets no digest of the PBX password to attack offline. Without
+    ``scoped`` (library default) realm-less credentials answer any realm.
+
     ``authorize(request, response)`` adds Authorization (401) or Proxy-Authorization (407)
     to ``request`` - the *new* request to send, already carrying its new CSeq and the
     same Call-ID - and returns False when it must give up. Rejection is detected from the
@@ -360,6 +370,8 @@ class DigestClient:
         ids: IdSource,
         *,
         allow_md5: bool = True,
+        scoped: bool = False,
+        account_realm: str | None = None,
     ) -> None:
         if isinstance(credentials, DigestCredentials):
             credentials = [credentials]
@@ -373,16 +385,52 @@ class DigestClient:
         # (call_id, cseq, proxy, realm) -> what we sent; bounded LRU.
         self._sent: OrderedDict[tuple[str, int, bool, str], _Sent] = OrderedDict()
         self.last_error: str | None = None
+        self.scoped = scoped or account_realm is not None
+        # The one realm the realm-less credentials answer when scoped (configured or learned).
+        self.account_realm = account_realm
 
     # -- choice ---------------------------------------------------------------------------------
     def _credentials_for(self, realm: str) -> DigestCredentials | None:
         for cred in self._credentials:
             if cred.realm == realm:
                 return cred
+        if self.scoped and realm != self.account_realm:
+            return None  # the account password never answers another realm
         for cred in self._credentials:
             if cred.realm is None:
                 return cred
         return None
+
+    def learn_realm(self, registrar_challenge: SipResponse) -> str | None:
+        """Bind the account credentials to the realm of the registrar's first challenge
+        (call only with a 401/407 to our own REGISTER); returns the account realm.
+
+        Trust on first use: later challenges never change it, so a man in the middle that
+        arrives after the first registration cannot move the password to its realm.
+        """
+        if not self.scoped or self.account_realm is not None:
+            return self.account_realm
+        for ch in challenges_from(registrar_challenge):
+            if self._usable(ch) is None:
+                continue
+            assert ch.realm is not None
+            if any(cred.realm == ch.realm for cred in self._credentials):
+                continue  # a peer secret's realm is never the account realm
+            self.account_realm = ch.realm
+            log.info("account realm learned from the registrar: %r", ch.realm)
+            break
+        return self.account_realm
+
+    def _refusal(self, status: int, realm: str) -> str:
+        """Why a challenge for ``realm`` was not answered (for status and logs)."""
+        if self.account_realm is not None:
+            known = f"the account's realm is {self.account_realm!r}"
+        else:
+            known = (
+                "the account's realm is not known yet: no registrar challenge seen and no "
+                "[[accounts]] realm configured"
+            )
+        return f"{status} from realm {realm!r}: no credentials for that realm ({known})"
 
     def _usable(self, ch: Challenge) -> tuple[str, bool, str | None] | None:
         """(hash name, session, qop) if we can and may answer ``ch``, else None."""
@@ -429,10 +477,20 @@ class DigestClient:
         chosen = self.choose(offered)
         if not chosen:
             schemes = sorted({c.scheme for c in offered}) or ["none"]
-            self.last_error = (
-                "no acceptable challenge (schemes/realms/algorithms offered are unsupported, "
-                f"disallowed or have no credentials: {', '.join(schemes)})"
-            )
+            foreign = [
+                c.realm
+                for c in offered
+                if c.realm
+                and self._usable(c) is not None
+                and self._credentials_for(c.realm) is None
+            ]
+            if foreign:
+                self.last_error = self._refusal(challenge_response.status, foreign[0])
+            else:
+                self.last_error = (
+                    "no acceptable challenge (schemes/realms/algorithms offered are "
+                    f"unsupported, disallowed or have no credentials: {', '.join(schemes)})"
+                )
             log.warning("cannot answer %d: %s", challenge_response.status, self.last_error)
             return False
         call_id = challenge_response.call_id

@@ -450,6 +450,10 @@ class InviteSession:
             if self._digest.authorize(retry, response):
                 self._send_invite(retry, now)
                 return
+            if self._digest.last_error:  # e.g. a realm the account password must not answer
+                reason = f"{response.reason} ({self._digest.last_error})"
+                self._terminate("failed", status, reason, event=Failed(status, reason))
+                return
         if (
             status == 422
             and self._st_uac is not None
@@ -460,7 +464,7 @@ class InviteSession:
             retry = _next_cseq(self.invite)
             self._st_uac.apply(retry.headers)
             if self._digest is not None:
-                self._digest.pre_authorize(retry)
+                self._digest.pre_authorize(retry, realms=credential_realms(self.invite))
             self._send_invite(retry, now)
             return
         if self.state is State.TERMINATED:

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from firmware.sip.auth import DigestClient
+from firmware.sip.auth import DigestClient, credential_realms
 from firmware.sip.ids import IdSource, new_call_id, new_tag
 from firmware.sip.message import SipRequest, SipResponse, make_request
 from firmware.sip.uri import SipURI
@@ -118,6 +118,9 @@ class Registration:
         self._from_tag = new_tag(ids)
         self._cseq = 0
         self._contact: SipURI | None = None
+        # Realms our REGISTERs were challenged in and answered: the only ones a REGISTER
+        # pre-authorises (a peer phone's realm cached by a pickup never goes to the registrar).
+        self._realms: list[str] = []
 
         self.state = "unregistered"
         self._active = False  # start() called and stop() not since
@@ -268,8 +271,12 @@ class Registration:
 
         if status in (401, 407) and self.digest is not None:
             retry = self._build(self._in_flight_expires)
-            self.digest.pre_authorize(retry)  # other realms' cached credentials
+            self.digest.learn_realm(response)  # trust on first use: the registrar's realm
+            self.digest.pre_authorize(retry, realms=self._realms)  # registrar realms only
             if self.digest.authorize(retry, response):
+                for realm in credential_realms(retry):
+                    if realm not in self._realms:
+                        self._realms.append(realm)
                 self._queue(retry)
                 return
             if unregistering:
@@ -391,7 +398,7 @@ class Registration:
         expires = 0 if kind == "unregister" else self.requested_expires
         request = self._build(expires)
         if self.digest is not None:
-            self.digest.pre_authorize(request)
+            self.digest.pre_authorize(request, realms=self._realms)
         self._queue(request)
 
     def _queue(self, request: SipRequest) -> None:

@@ -240,6 +240,8 @@ class Subscription:
             if self.spec.digest.authorize(retry, response):
                 self._send(retry, now)
                 return
+            if self.spec.digest.last_error:  # e.g. a realm the account password must not answer
+                self.last_reason = f"{response.reason} ({self.spec.digest.last_error})"
         if self._stopping:
             return
         if 200 <= response.status < 300:

@@ -61,7 +61,8 @@ CFG_TEMPLATE = DATA_DIR / "kamailio.cfg.tmpl"
 # other's bindings: 1001-1010 registration, 1011-1020 harness, 1021-1034 calls, 1035-1040
 # conference, 1041-1044 tones, 1045-1050 attended, 1051-1060 transfer, 1061-1080 desk features
 # (BLF/MWI/DND/...), 1081-1100 board/UI/demo, 1101-1120 provisioning, 1121-1140 line
-# appearances, 1141-1160 call-control security/focus/Join, 1161-1200 free.
+# appearances, 1141-1160 call-control security/focus/Join, 1161-1170 credential scope,
+# 1171-1200 free.
 DEFAULT_USERS = {str(n): f"pw{n}" for n in range(1001, 1201)}
 ALGORITHMS = ("MD5", "SHA-256")
 _SAFE_PASSWORD_CHARS = set(

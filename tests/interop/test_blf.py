@@ -63,8 +63,14 @@ def test_blf_follows_a_monitored_line_and_picks_up_while_it_rings(
 ) -> None:
     kam = kamailio_presence
     callee: Baresip = make_baresip("1062", kamailio=kam)
+    # The pickup group's secret: B challenges A in realm "deskphone" and A answers with this
+    # peer credential, never its PBX password (threat-model "Transitive credential leak").
+    pickup_secret = "pickup-group-secret-1061"
     watcher = phones(
-        [account(kam, "1061")],
+        [
+            account(kam, "1061")
+            | {"peer_credentials": [{"realm": "deskphone", "user": "1061", "password": pickup_secret}]}
+        ],
         sections={
             "keys": [{"key": "LINE_2", "type": "blf", "target": "1062", "label": "Bob"}],
             "blf": {"expires": 120, "leds": {"talking": "steady"}},
@@ -75,7 +81,7 @@ def test_blf_follows_a_monitored_line_and_picks_up_while_it_rings(
         [account(kam, "1063")],
         sections={
             # 1061 may take over 1063's calls (a pickup group), proven by Digest (T7).
-            "transfer": {"allow_from": [kam.aor("1061")], "auth_users": {"1061": "pw1061"}},
+            "transfer": {"allow_from": [kam.aor("1061")], "auth_users": {"1061": pickup_secret}},
             "mwi": {"subscribe": False},
         },
     )
