@@ -577,3 +577,12 @@ async def test_reinvite_moves_stream_to_new_address_codec_and_keys(
         b._raw_sink.close()
     heard_c = c._raw_sink.pcm  # type: ignore[attr-defined]
     assert abs(dominant_frequency(heard_c[-8000:], 16000) - 1000.0) < 5.0
+
+
+def test_playback_file_rate_follows_the_configured_codecs() -> None:
+    # narrowband phones record at 8 kHz (no upsampler per frame); a wideband codec needs 16 kHz
+    from firmware.runtime.media import playback_file_rate
+
+    assert playback_file_rate(("PCMU", "PCMA")) == 8000
+    assert playback_file_rate(("PCMU", "G722")) == 16000
+    assert playback_file_rate(("opus",)) == 16000
