@@ -311,6 +311,8 @@ class Registration:
             "contact": str(self._contact) if self._contact is not None else None,
             "pub_gruu": self.pub_gruu,
             "temp_gruu": self.temp_gruu,
+            # The one realm the account password answers (None: not learned yet / no auth).
+            "realm": self.digest.account_realm if self.digest is not None else None,
         }
 
     # -- outcomes ------------------------------------------------------------------------------

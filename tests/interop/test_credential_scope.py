@@ -43,7 +43,8 @@ def test_foreign_realm_challenge_gets_an_ack_and_no_credentials(
 ) -> None:
     sipp = require_tool("sipp")
     phone = phones([account(kamailio, "1161")])
-    phone.wait_state("registered", 15)
+    registration = phone.wait_state("registered", 15)
+    assert registration["realm"] == "127.0.0.1"  # learned from Kamailio's REGISTER challenge
     capture = sniffer(phone.sip_port)
     port = free_port(socket.SOCK_DGRAM)
     log = tmp_path / "sipp-messages.log"

@@ -164,6 +164,7 @@ def test_registrar_realm_is_learned_from_the_first_register_challenge() -> None:
     retry = phone.register("127.0.0.1")
     assert realms_sent(retry) == ["127.0.0.1"]
     assert phone.digest.account_realm == "127.0.0.1"
+    assert phone.reg.status()["realm"] == "127.0.0.1"  # shown in /api/status registrations
     # Trust on first use: a later challenge in another realm does not move it.
     assert phone.reg.state == "registered"
     assert phone.digest.learn_realm(challenge(retry, 401, "other")) == "127.0.0.1"
