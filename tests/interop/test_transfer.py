@@ -10,6 +10,8 @@ BYE ends it.
 * deskphone as transferor: the phone calls baresip A, transfers A to baresip B through the
   action API; A calls B, its NOTIFY 200 makes the phone end its call with A.
 * deskphone as transferor when B rejects A's call: A's failure NOTIFY makes the phone resume A.
+* deskphone as target: baresip X transfers baresip Y to the phone; it rings, is answered, and
+  the phone and Y hear each other (users 1171-1173).
 * a toll-fraud target in X's REFER (T26) is refused by the phone (403, no INVITE); baresip then
   ends the call itself.
 
@@ -254,3 +256,48 @@ def test_deskphone_as_transferor_resumes_when_the_target_rejects(
     assert b"a=sendrecv" in last_reinvite or b"a=send" not in last_reinvite
     phone.call_action(call["id"], "hangup")
     transferee.wait_event("CALL_CLOSED", 10)
+
+
+def test_deskphone_as_transfer_target_talks_to_the_transferee(
+    kamailio: Kamailio,
+    phones: Callable[..., PhoneProcess],
+    make_baresip: Any,
+    tmp_path: Path,
+    sniffer: Callable[[int], Sniffer],
+) -> None:
+    """baresip X transfers baresip Y to the phone: Y's INVITE rings the phone; after answering,
+    the phone and Y hear each other.
+
+    Users 1171-1173 (a range of their own: no stale bindings from the tests above).
+    """
+    transferee: Baresip = make_baresip(
+        "1172", kamailio=kamailio, codecs=["PCMU"], auto_answer=True, tone_hz=BARESIP_TONE
+    )
+    transferor: Baresip = make_baresip(
+        "1171", kamailio=kamailio, codecs=["PCMU"], tone_hz=OTHER_TONE
+    )
+    phone, files = deskphone(phones, kamailio, "1173", tmp_path)
+    from_proxy = sniffer(kamailio.udp_addr[1])  # what Kamailio relays, to the phone among others
+
+    transferor.dial(kamailio.aor("1172"))
+    transferee.wait_event("CALL_ESTABLISHED", 10)
+    transferor.command("transfer", kamailio.aor("1173"))
+    ringing = phone.wait_call(lambda c: c["state"] == "ringing", 15, "the transferee's call")
+    assert "1172" in ringing["remote"]
+    phone.call_action(ringing["id"], "answer")
+    phone.wait_call(connected(ringing["id"]), 10, "connected to the transferee")
+    played_before = files.playback.stat().st_size
+    _wait_audio()
+    call = next(c for c in phone.status()["calls"] if c["id"] == ringing["id"])
+    assert call["direction"] == "incoming" and call["state"] == "connected"
+    time.sleep(0.2)  # the last datagrams reach the capture
+    # The call the REFER caused: from the transferee, to us (baresip 1.0 adds no Referred-By;
+    # when a transferee does, status shows it as referred_by with referred_by_verified false).
+    (invite,) = _sip(from_proxy.close(), b"INVITE sip:1173@")
+    assert b"From: <sip:1172@" in invite
+    # The final audio path: the phone hears the transferee, the transferee the phone.
+    assert_tone(_played_since(phone, files, played_before), BARESIP_TONE, "deskphone")
+    phone.call_action(ringing["id"], "hangup")
+    phone.wait_call(ended(ringing["id"]), 10, "the call to end")
+    transferor.hangup()
+    assert_tone(tone_of(transferee.received_wavs()[-1]), PHONE_TONE, "the transferee")
