@@ -406,7 +406,9 @@ class JitterBuffer:
         if self._order and self._order[0] <= self._play_ts + half:
             ts = self._order.pop(0)
             payload, _seq = self._slots.pop(ts)
-            pcm = np.asarray(self.decoder.decode(payload), dtype=np.int16)
+            pcm = self.decoder.decode(payload)
+            if pcm.dtype != np.int16:  # the codecs return int16; anything else is converted
+                pcm = np.asarray(pcm, dtype=np.int16)
             if pcm.size == 0:
                 pcm = np.zeros(self.pcm_frame, dtype=np.int16)
             dur = pcm.size * self.clock_rate // self.sample_rate

@@ -68,6 +68,7 @@ def _alaw_decode_table() -> np.ndarray:
     return np.where(b > 127, mant, -mant).astype(np.int16)
 
 
+_INT16 = np.dtype(np.int16)
 ULAW_ENCODE = _ulaw_encode_table()
 ULAW_DECODE = _ulaw_decode_table()
 ALAW_ENCODE = _alaw_encode_table()
@@ -95,8 +96,11 @@ class G711Encoder:
         self._table = table
 
     def encode(self, pcm: np.ndarray) -> bytes:
-        # take(): the 1-D fast path of fancy indexing (this runs for every packet sent)
-        return self._table.take(np.asarray(pcm, dtype=np.int16).view(np.uint16)).tobytes()
+        # take(): the 1-D fast path of fancy indexing (this runs for every packet sent); the
+        # dtype test spares the usual int16 frame an asarray call
+        if pcm.dtype != _INT16:
+            pcm = np.asarray(pcm, dtype=np.int16)
+        return self._table.take(pcm.view(np.uint16)).tobytes()
 
 
 class G711Decoder:
