@@ -168,7 +168,15 @@ class DeskFeatures:
             accounts.add(self.default_account)
         while True:
             bindings = self.phone.ua.accounts
-            if all(a in bindings and bindings[a].endpoint is not None for a in accounts):
+            # Also wait for the first REGISTER's outcome: the account password answers only
+            # the realm the registrar's challenge names (T44), so a SUBSCRIBE challenged
+            # before that would fail and back off.
+            if all(
+                a in bindings
+                and bindings[a].endpoint is not None
+                and bindings[a].registration.state not in ("unregistered", "registering")
+                for a in accounts
+            ):
                 break
             await asyncio.sleep(ACCOUNT_WAIT)  # TCP/TLS accounts connect in the background
         now = time.monotonic()
