@@ -266,6 +266,37 @@ def test_a_peer_realm_is_never_learned_as_the_account_realm() -> None:
     assert phone.digest.learn_realm(challenge(register, 401, "deskphone")) is None
 
 
+def test_a_subscribe_challenged_in_another_realm_fails_with_the_reason() -> None:
+    from firmware.sip.subscription import SubscriptionManager, SubscriptionSpec
+
+    phone = Phone()
+    phone.register("127.0.0.1")
+    subs = SubscriptionManager(phone.ua)
+    spec = SubscriptionSpec(
+        event="dialog",
+        accept="application/dialog-info+xml",
+        target="sip:1162@127.0.0.1",
+        from_uri="sip:1161@127.0.0.1",
+        contact="<sip:1161@192.0.2.10:5060>",
+        dest="net",
+        digest=phone.digest,
+    )
+    sub = subs.subscribe(spec, lambda *_: None, phone.now)
+    (subscribe,) = phone.drain()
+    sent = phone.deliver(challenge(subscribe, 407, "evil"))
+    assert sent == []  # no SUBSCRIBE retry carrying a digest of the password
+    assert sub.state == "waiting"
+    assert "407 from realm 'evil': no credentials for that realm" in (sub.last_reason or "")
+    # The registrar realm is still answered on the next attempt.
+    phone.now = 3600.0
+    subs.handle_timer(phone.now)
+    (again,) = [r for r in phone.drain() if r.method == "SUBSCRIBE"]
+    retry = [
+        r for r in phone.deliver(challenge(again, 407, "127.0.0.1")) if r.method == "SUBSCRIBE"
+    ]
+    assert len(retry) == 1 and realms_sent(retry[0]) == ["127.0.0.1"]
+
+
 def test_secrets_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     phone = Phone()
