@@ -368,3 +368,20 @@ def test_config_errors_name_the_key(account: dict[str, object], key: str) -> Non
         parse_config(_doc(**account))
     assert err.value.key == key
     assert "secret" not in str(err.value)
+
+
+def test_learning_skips_challenges_we_would_not_answer_and_needs_scope() -> None:
+    phone = Phone()
+    phone.reg.start(0.0)
+    (register,) = phone.reg.take_requests()
+    register.headers.insert(0, "Via", "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKr1")
+    response = make_response(register, 401, to_tag="reg")
+    response.headers.add("WWW-Authenticate", 'Basic realm="basic-realm"')
+    response.headers.add("WWW-Authenticate", 'Digest realm="odd", nonce="x", algorithm=SHA3-512')
+    response.headers.add("WWW-Authenticate", challenge_header("127.0.0.1"))
+    parsed = parse_message(response.serialize())
+    assert isinstance(parsed, SipResponse)
+    assert phone.digest.learn_realm(parsed) == "127.0.0.1"
+    # Unscoped clients (the library default) never bind: their realm-less password answers any.
+    unscoped = DigestClient(DigestCredentials("1161", PASSWORD), SeededIds("u"))
+    assert unscoped.learn_realm(parsed) is None and unscoped.account_realm is None
