@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from firmware.call.authorise import Authoriser, NotAuthorised, same_identity
+from firmware.call.lines import LineBusy
 from firmware.sip.dialog import Dialog, DialogId, DialogState
 from firmware.sip.errors import SipParseError
 from firmware.sip.headers import parse_name_addr, split_list
@@ -159,6 +160,10 @@ class _AfterNotify:
         self._run(now)
 
 
+TRIGGER_RETRY = 0.1  # s between attempts to send a transferee's INVITE that had to wait
+TRIGGER_WAIT = 4.0  # s a transferee's INVITE may wait for the original call to be holdable
+
+
 @dataclass
 class _Notifier:
     """Our side of an implicit refer subscription (we are the transferee)."""
@@ -170,6 +175,11 @@ class _Notifier:
     new_call: Call | None = None
     done: bool = False
     dialog: Dialog | None = None  # out-of-dialog REFER: the subscription dialog its 200 made
+    # The triggered INVITE waits while the original call cannot be held yet (its own re-INVITE,
+    # e.g. the transferor's hold, still in flight): what to dial, and until when to keep trying.
+    pending: tuple[str, list[tuple[str, str]]] | None = None
+    retry_at: float | None = None
+    give_up_at: float | None = None
 
 
 @dataclass
@@ -253,6 +263,7 @@ class TransferService:
         self._ood_seen: list[tuple[str, str, int]] = []  # accepted out-of-dialog REFERs (T2)
         self._notifiers: dict[str, list[_Notifier]] = {}  # original call id -> subscriptions
         self._by_new_call: dict[str, _Notifier] = {}
+        self._waiting: list[_Notifier] = []  # triggered INVITEs waiting for a holdable call
         self._refer_count: dict[str, int] = {}  # call id -> REFERs accepted in its dialog
         self._last_refer_cseq: dict[str, int] = {}
         self._transfers: dict[str, _Transfer] = {}  # call id -> our transfer of that call
@@ -375,16 +386,47 @@ class TransferService:
         referred_by = request.headers.get("Referred-By")
         if referred_by:
             extra.append(("Referred-By", referred_by))
+        call.extras.update(transfer="trying", transfer_role="transferee", transfer_status=100)
+        notifier.pending = (str(target.uri), extra)
+        notifier.give_up_at = now + TRIGGER_WAIT
+        self._trigger(notifier, now)
+
+    def _trigger(self, notifier: _Notifier, now: float) -> None:
+        """Send the INVITE the REFER asked for; if the original call cannot be put on hold
+        right now (a re-INVITE of its own still pending, typically the transferor's hold racing
+        its REFER), try again shortly instead of failing the transfer."""
+        call = notifier.original
+        assert notifier.pending is not None
+        uri, extra = notifier.pending
+        if not notifier.held_by_us and call.state == "connected":
+            notifier.held_by_us = self.calls.hold(call.id, now)
         try:
-            new_call = self.calls.dial(str(target.uri), call.account, now, extra_headers=extra)
-        except RuntimeError as e:
+            new_call = self.calls.dial(uri, call.account, now, extra_headers=extra)
+        except LineBusy as e:
+            if call.state != "ended" and notifier.give_up_at is not None and now < notifier.give_up_at:
+                log.debug("call %s: transfer INVITE waits: %s", call.id, e)
+                notifier.retry_at = now + TRIGGER_RETRY
+                if notifier not in self._waiting:
+                    self._waiting.append(notifier)
+                return
+            self._stop_waiting(notifier)
             log.info("call %s: transfer INVITE not sent: %s", call.id, e)
             self._finish(notifier, 503, "Service Unavailable", now)
             return
+        except RuntimeError as e:
+            self._stop_waiting(notifier)
+            log.info("call %s: transfer INVITE not sent: %s", call.id, e)
+            self._finish(notifier, 503, "Service Unavailable", now)
+            return
+        self._stop_waiting(notifier)
         notifier.new_call = new_call
         self._by_new_call[new_call.id] = notifier
-        call.extras.update(transfer="trying", transfer_role="transferee", transfer_status=100)
         new_call.extras["transferred_from"] = call.id
+
+    def _stop_waiting(self, notifier: _Notifier) -> None:
+        notifier.pending = notifier.retry_at = None
+        if notifier in self._waiting:
+            self._waiting.remove(notifier)
 
     def _finish(self, notifier: _Notifier, status: int, reason: str, now: float) -> None:
         """The triggered INVITE ended: final NOTIFY, then BYE or resume the original call."""
@@ -849,10 +891,16 @@ class TransferService:
             for t in self._transfers.values()
             if t.state == "trying" and t.deadline is not None
         ]
+        deadlines += [n.retry_at for n in self._waiting if n.retry_at is not None]
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
-        """No final NOTIFY in time (RFC 5589 section 6): give up, resume the call we held."""
+        """No final NOTIFY in time (RFC 5589 section 6): give up, resume the call we held.
+        As transferee: retry a triggered INVITE that waited for the original call's hold."""
+        for notifier in list(self._waiting):
+            if notifier.retry_at is not None and notifier.retry_at <= now:
+                self._trigger(notifier, now)
+                self.calls.process(now)
         for transfer in list(self._transfers.values()):
             if transfer.state == "trying" and transfer.deadline is not None:
                 if transfer.deadline <= now:

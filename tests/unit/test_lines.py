@@ -327,3 +327,29 @@ def test_no_sequence_of_intents_makes_two_calls_talk(steps: list[tuple[str, int]
         check_invariant(net)
         net.advance(0.5)
         check_invariant(net)
+
+
+def test_transferee_whose_call_cannot_be_held_yet_sends_the_invite_once_it_can(
+    wnet: WireNet,
+) -> None:
+    """The REFER races A's own re-INVITE (still unanswered): A may not hold B at that moment,
+    so the triggered INVITE waits (instead of failing the transfer with 503) and goes out right
+    after A's re-INVITE completes, behind the hold re-INVITE (one call talking throughout)."""
+    a, b, c = wnet.phones["a"], wnet.phones["b"], wnet.phones["c"]
+    first = call_a_from(wnet, "b")
+    talking_with(wnet, first)
+    assert a.calls.get(first).session.modify(wnet.now)  # A's refresh, first copy lost:
+    a.ua.drain()
+    b_call = next(x for x in b.calls.active_calls())
+    assert b.transfers.transfer(b_call.id, f"sip:c@{HOSTS['c']}", wnet.now)
+    wnet.pump()
+    assert [r.status for r in responses(b, "REFER")] == [200]
+    assert requests(c, "INVITE") == []  # waiting: A's re-INVITE is still pending
+    assert a.calls.get(first).status(wnet.now)["transfer"] == "trying"
+    wnet.advance(1.0)  # A retransmits its re-INVITE, B answers, A holds B, then calls C
+    (invite,) = requests(c, "INVITE")
+    mark = next(i for i, (s, d, m) in enumerate(wnet.log) if d == "c")
+    holds = [m for s, d, m in wnet.log[:mark] if (s, d) == ("a", "b")
+             and isinstance(m, SipRequest) and m.method == "INVITE" and b"a=sendonly" in m.body]
+    assert holds, "A did not hold B before calling C"
+    check_invariant(wnet)
