@@ -468,6 +468,7 @@ class MediaSession:
         """Run the tick due at `self.due` (the media thread, holding MediaClock.lock) and set
         the next deadline: start + n * period, absolute, so the rate cannot drift."""
         if not self.running:
+            self.due = float("inf")  # never due again: the media thread must not spin on it
             return
         deadline = self.due
         now = time.monotonic()
