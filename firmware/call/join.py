@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from firmware.call.authorise import Authoriser, NotAuthorised
-from firmware.call.replaces import ReplacesRefused, parse_replaces
+from firmware.call.replaces import (
+    PendingInvite,
+    ReplacesRefused,
+    answer_refusal,
+    parse_replaces,
+    pending_key,
+)
 from firmware.sip.errors import SipParseError
 from firmware.sip.headers import split_list
 from firmware.sip.invite import State
@@ -70,19 +76,13 @@ def join_of(request: SipRequest) -> JoinTarget | None:
     return JoinTarget(parsed.call_id, parsed.to_tag, parsed.from_tag)
 
 
-@dataclass
-class _Pending:
-    old: Call
-    now: float
-
-
 class JoinService:
     """RFC 3911 as the joined UA, on top of a `CallManager` (see the module docstring)."""
 
     def __init__(self, calls: CallManager, auth: Authoriser) -> None:
         self.calls = calls
         self.auth = auth
-        self._pending: dict[tuple[str, str, int], _Pending] = {}
+        self._pending: dict[tuple[str, str, int], PendingInvite] = {}
         self._to_mix: list[tuple[str, str]] = []  # (joined call, new call) for the runtime
         calls.joins = self
         calls.features.append(self)
@@ -100,19 +100,11 @@ class JoinService:
                 raise ReplacesRefused(403, "Join not authorised")
             old = self._match(target)
             self.auth.authenticate(request, now, "Join", peer)
-        except ReplacesRefused as e:
-            log.info("INVITE with Join refused: %d %s", e.status, e.reason)
-            self.calls.ua.respond(server_tx, request, e.status, e.reason, now)
-            return True
-        except NotAuthorised as e:
-            log.info("INVITE with Join refused: %d %s", e.status, e.reason)
-            self.calls.ua.respond(server_tx, request, e.status, e.reason, now, e.headers)
-            return True
-        except SipParseError as e:
-            self.calls.ua.respond(server_tx, request, 400, e.reason, now)
+        except (ReplacesRefused, NotAuthorised, SipParseError) as e:
+            answer_refusal(self.calls.ua, server_tx, request, e, now, "Join")
             return True
         self._pending = {k: p for k, p in self._pending.items() if now - p.now < PENDING_TTL}
-        self._pending[_key(request)] = _Pending(old, now)
+        self._pending[pending_key(request)] = PendingInvite(old, now)
         log.info("call %s will be joined by %s", old.id, request.from_.uri)
         return False
 
@@ -137,7 +129,7 @@ class JoinService:
         """An authorised Join: answered at once (no ringing), then mixed with the joined call."""
         if call.direction != "incoming":
             return
-        pending = self._pending.pop(_key(call.session.initial_request), None)
+        pending = self._pending.pop(pending_key(call.session.initial_request), None)
         if pending is None:
             return
         old = pending.old
@@ -171,6 +163,3 @@ class JoinService:
         self._to_mix = [p for p in self._to_mix if p not in ready]
         return ready
 
-
-def _key(request: SipRequest) -> tuple[str, str, int]:
-    return (request.call_id, request.from_.tag or "", request.cseq.number)

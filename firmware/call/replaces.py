@@ -39,8 +39,22 @@ log = logging.getLogger(__name__)
 PENDING_TTL = 32.0  # seconds an authorised Replaces INVITE may take to become a call
 
 
-def _key(request: SipRequest) -> tuple[str, str, int]:
+def pending_key(request: SipRequest) -> tuple[str, str, int]:
+    """Which INVITE an accepted Replaces/Join belongs to, until it becomes a call."""
     return (request.call_id, request.from_.tag or "", request.cseq.number)
+
+
+def answer_refusal(
+    ua: Any, server_tx: Any, request: SipRequest, error: Exception, now: float, header: str
+) -> None:
+    """Answer an INVITE whose ``header`` (Replaces or Join) we refuse: a header we cannot
+    parse is 400 with the parser's reason, a refusal its status (a challenge's headers too)."""
+    if isinstance(error, SipParseError):
+        ua.respond(server_tx, request, 400, error.reason, now)
+        return
+    status, reason = error.status, error.reason  # type: ignore[attr-defined]
+    log.info("INVITE with %s refused: %d %s", header, status, reason)
+    ua.respond(server_tx, request, status, reason, now, getattr(error, "headers", None))
 
 
 class ReplacesRefused(Exception):
@@ -115,7 +129,9 @@ class ReplacesPolicy:
 
 
 @dataclass
-class _Pending:
+class PendingInvite:
+    """An authorised Replaces/Join INVITE waiting to become a call."""
+
     old: Call
     now: float
 
@@ -131,7 +147,7 @@ class ReplacesService:
     def __post_init__(self) -> None:
         if self.auth is None:
             self.auth = Authoriser(self.calls.ua.ids, self.policy.allow)
-        self._pending: dict[tuple[str, str, int], _Pending] = {}  # INVITE -> call it replaces
+        self._pending: dict[tuple[str, str, int], PendingInvite] = {}  # INVITE -> call it replaces
         self.calls.replaces = self
         self.calls.features.append(self)
         self.calls.option_tags += [t for t in ("replaces",) if t not in self.calls.option_tags]
@@ -149,20 +165,12 @@ class ReplacesService:
                 return False
             old = self._match(target)
             self._authorise(old, request, now, server_tx.peer)
-        except ReplacesRefused as e:
-            log.info("INVITE with Replaces refused: %d %s", e.status, e.reason)
-            self.calls.ua.respond(server_tx, request, e.status, e.reason, now)
-            return True
-        except NotAuthorised as e:
-            log.info("INVITE with Replaces refused: %d %s", e.status, e.reason)
-            self.calls.ua.respond(server_tx, request, e.status, e.reason, now, e.headers)
-            return True
-        except SipParseError as e:
-            self.calls.ua.respond(server_tx, request, 400, e.reason, now)
+        except (ReplacesRefused, NotAuthorised, SipParseError) as e:
+            answer_refusal(self.calls.ua, server_tx, request, e, now, "Replaces")
             return True
         # INVITEs the manager refused after us (busy, 488) leave stale entries: drop old ones.
         self._pending = {k: p for k, p in self._pending.items() if now - p.now < PENDING_TTL}
-        self._pending[_key(request)] = _Pending(old, now)
+        self._pending[pending_key(request)] = PendingInvite(old, now)
         log.info("call %s will be replaced (Replaces %s)", old.id, target)
         return False
 
@@ -226,7 +234,7 @@ class ReplacesService:
         """An authorised replacement: answer without ringing, the old call's line is taken over."""
         if call.direction != "incoming":
             return
-        pending = self._pending.pop(_key(call.session.initial_request), None)
+        pending = self._pending.pop(pending_key(call.session.initial_request), None)
         if pending is None:
             return
         old = pending.old
