@@ -32,9 +32,9 @@ from firmware.call.replaces import (
     answer_refusal,
     parse_replaces,
     pending_key,
+    single_dialog_header,
 )
 from firmware.sip.errors import SipParseError
-from firmware.sip.headers import split_list
 from firmware.sip.invite import State
 from firmware.sip.message import SipRequest
 from firmware.sip.transaction import ServerTransaction
@@ -58,17 +58,11 @@ class JoinTarget:
 
 def join_of(request: SipRequest) -> JoinTarget | None:
     """The request's single Join (None without one); contradictions raise 400 (T13)."""
-    values = [v for raw in request.headers.get_raw("Join") for v in split_list(raw)]
-    if not values:
+    value = single_dialog_header(request, "Join", "Replaces")
+    if value is None:
         return None
-    if request.method != "INVITE":
-        raise ReplacesRefused(400, f"Join not allowed in {request.method}")
-    if len(values) > 1:
-        raise ReplacesRefused(400, "More than one Join")
-    if request.headers.get_raw("Replaces"):
-        raise ReplacesRefused(400, "Replaces and Join together")
     try:
-        parsed = parse_replaces(values[0])  # same grammar: callid;to-tag=..;from-tag=..
+        parsed = parse_replaces(value)  # same grammar: callid;to-tag=..;from-tag=..
     except ReplacesRefused as e:
         raise ReplacesRefused(400, e.reason.replace("Replaces", "Join")) from None
     if parsed.early_only:

@@ -99,18 +99,25 @@ def parse_replaces(value: str) -> ReplacesTarget:
     return ReplacesTarget(call_id, tags["to-tag"], tags["from-tag"], early_only)
 
 
-def replaces_of(request: SipRequest) -> ReplacesTarget | None:
-    """The request's single Replaces (None without one); T13 contradictions raise 400."""
-    values = [v for raw in request.headers.get_raw("Replaces") for v in split_list(raw)]
+def single_dialog_header(request: SipRequest, name: str, other: str) -> str | None:
+    """The one value of ``name`` (Replaces or Join) in an INVITE, None without one; more than
+    one, another method, or ``other`` alongside it is a 400 (RFC 3891 3, RFC 3911 4, T13)."""
+    values = [v for raw in request.headers.get_raw(name) for v in split_list(raw)]
     if not values:
         return None
     if request.method != "INVITE":
-        raise ReplacesRefused(400, f"Replaces not allowed in {request.method}")
+        raise ReplacesRefused(400, f"{name} not allowed in {request.method}")
     if len(values) > 1:
-        raise ReplacesRefused(400, "More than one Replaces")
-    if request.headers.get_raw("Join"):
+        raise ReplacesRefused(400, f"More than one {name}")
+    if request.headers.get_raw(other):
         raise ReplacesRefused(400, "Replaces and Join together")
-    return parse_replaces(values[0])
+    return values[0]
+
+
+def replaces_of(request: SipRequest) -> ReplacesTarget | None:
+    """The request's single Replaces (None without one); T13 contradictions raise 400."""
+    value = single_dialog_header(request, "Replaces", "Join")
+    return None if value is None else parse_replaces(value)
 
 
 @dataclass

@@ -73,6 +73,17 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def dial_target(body: dict[str, Any]) -> tuple[str, str | None]:
+    """("number", "account") of a dial request body, or a 400 naming the bad field."""
+    number = body.get("number")
+    if not isinstance(number, str) or not number.strip():
+        raise ActionError(400, 'body needs "number": a non-empty string')
+    account = body.get("account")
+    if account is not None and not isinstance(account, str):
+        raise ActionError(400, '"account" must be a string')
+    return number.strip(), account
+
+
 def make_app(token: str, status: StatusProvider, actions: Actions | None = None) -> web.Application:
     """Build the aiohttp application."""
     expected = f"Bearer {token}".encode()
@@ -96,16 +107,11 @@ def make_app(token: str, status: StatusProvider, actions: Actions | None = None)
     async def post_dial(request: web.Request) -> web.Response:
         assert actions is not None
         body = await _json_body(request)
-        number = body.get("number")
-        if not isinstance(number, str) or not number.strip():
-            raise ActionError(400, 'body needs "number": a non-empty string')
-        account = body.get("account")
-        if account is not None and not isinstance(account, str):
-            raise ActionError(400, '"account" must be a string')
+        number, account = dial_target(body)
         hold = body.get("hold", True)  # false: keep the talking call talking (conference set-up)
         if not isinstance(hold, bool):
             raise ActionError(400, '"hold" must be true or false')
-        return web.json_response(actions.dial(number.strip(), account, hold=hold), status=201)
+        return web.json_response(actions.dial(number, account, hold=hold), status=201)
 
     async def post_call_action(request: web.Request) -> web.Response:
         assert actions is not None

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from firmware.runtime.api import ActionError, _json_body
+from firmware.runtime.api import ActionError, _json_body, dial_target
 
 
 def add_feature_routes(app: web.Application, actions: Any) -> None:
@@ -55,14 +55,8 @@ def add_feature_routes(app: web.Application, actions: Any) -> None:
         return web.json_response(desk.pickup(ext), status=201)
 
     async def post_anonymous(request: web.Request) -> web.Response:
-        body = await _json_body(request)
-        number = body.get("number")
-        if not isinstance(number, str) or not number.strip():
-            raise ActionError(400, 'body needs "number": a non-empty string')
-        account = body.get("account")
-        if account is not None and not isinstance(account, str):
-            raise ActionError(400, '"account" must be a string')
-        return web.json_response(desk.dial_anonymous(number.strip(), account), status=201)
+        number, account = dial_target(await _json_body(request))
+        return web.json_response(desk.dial_anonymous(number, account), status=201)
 
     app.router.add_post("/api/blf/{key}", post_blf)
     app.router.add_post("/api/dnd", post_dnd)
