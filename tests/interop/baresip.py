@@ -390,6 +390,27 @@ class Baresip:
         """Recordings of the audio baresip received (decoded), oldest first."""
         return [p for p in self.recorded_wavs() if p.name.endswith("-dec.wav")]
 
+    def wait_for_a_fresh_recording_name(self, recordings: int, timeout: float = 5.0) -> None:
+        """Return once `recordings` received WAVs exist and a call starting now gets a new name.
+
+        sndfile names a call's files by the local-time second of its first audio frame, so a
+        second call of this instance that starts within the same second would truncate and
+        share the first call's file (a corrupt WAV). There is no event for "the clock ticked",
+        so this waits for the file (polling) and then, at most, for the next second.
+        """
+        deadline = time.monotonic() + timeout
+        while len(self.received_wavs()) < recordings:
+            if time.monotonic() > deadline:
+                raise self._fail(f"fewer than {recordings} received recordings within {timeout} s")
+            time.sleep(0.02)
+        while any(
+            p.name.startswith(time.strftime("dump-%Y-%m-%d-%H-%M-%S-"))
+            for p in self.recorded_wavs()
+        ):
+            if time.monotonic() > deadline:
+                raise self._fail(f"no fresh recording name within {timeout} s")
+            time.sleep(max(0.01, 1.0 - time.time() % 1.0))
+
     def sent_wavs(self) -> list[Path]:
         """Recordings of the audio baresip sent (before encoding), oldest first."""
         return [p for p in self.recorded_wavs() if p.name.endswith("-enc.wav")]

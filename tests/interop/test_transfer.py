@@ -164,6 +164,8 @@ def test_deskphone_as_transferor_moves_baresip_a_to_baresip_b(
     call = phone.dial("1055")
     phone.wait_call(connected(call["id"]), 10, "connected to A")
     transferee.wait_event("CALL_ESTABLISHED", 10)
+    # A's call to B must record to a file of its own (sndfile names files by second).
+    transferee.wait_for_a_fresh_recording_name(recordings=1)
 
     code, body = phone.post(f"/api/calls/{call['id']}/transfer", {})
     assert code == 400 and "target" in str(body), body
@@ -192,6 +194,7 @@ def test_deskphone_as_transferor_moves_baresip_a_to_baresip_b(
     assert _sip(sent, b"BYE ")  # the phone ended its call with A after the NOTIFY 200
     transferee.hangup()
     target.wait_event("CALL_CLOSED", 10)
+    transferee.wait_events("CALL_CLOSED", 2, 10)  # both of A's calls: their WAVs are complete
     # The final audio path: B heard A's tone and A (in its newest call) B's; not the phone's.
     assert_tone(tone_of(target.received_wavs()[0]), BARESIP_TONE, "the target B")
     assert_tone(tone_of(transferee.received_wavs()[-1]), OTHER_TONE, "the transferee A")
@@ -281,6 +284,8 @@ def test_deskphone_as_transfer_target_talks_to_the_transferee(
 
     transferor.dial(kamailio.aor("1172"))
     transferee.wait_event("CALL_ESTABLISHED", 10)
+    # The call to the phone must record to a file of its own (sndfile names files by second).
+    transferee.wait_for_a_fresh_recording_name(recordings=1)
     transferor.command("transfer", kamailio.aor("1173"))
     ringing = phone.wait_call(lambda c: c["state"] == "ringing", 15, "the transferee's call")
     assert "1172" in ringing["remote"]
@@ -300,4 +305,5 @@ def test_deskphone_as_transfer_target_talks_to_the_transferee(
     phone.call_action(ringing["id"], "hangup")
     phone.wait_call(ended(ringing["id"]), 10, "the call to end")
     transferor.hangup()
+    transferee.wait_events("CALL_CLOSED", 2, 10)  # both calls: their WAVs are complete
     assert_tone(tone_of(transferee.received_wavs()[-1]), PHONE_TONE, "the transferee")
