@@ -83,7 +83,10 @@ class Phone:
         self.started_at = time.time()
         self.ua.network = self
         self.media = self._make_media()
-        self.tones = ProgressTonePlayer(self.media.audio.open_sink, config.audio.tone_country)
+        # looked up per tone, not bound now: the UI (below) wraps the opener with the volume
+        self.tones = ProgressTonePlayer(
+            lambda: self.media.audio.open_sink(), config.audio.tone_country
+        )
         self.calls = CallManager(
             self.ua,
             ports=self.media.ports,

@@ -42,3 +42,30 @@ def test_mute_gates_the_microphone_and_volume_scales_the_speaker(tmp_path: Path)
     assert abs(int(played[200]) - round(1000 * volume_gain(9))) <= 1
     assert abs(int(played[400]) - round(1000 * volume_gain(0))) <= 1
     assert volume_gain(5) == 1.0
+
+
+def test_progress_tones_follow_the_handset_volume(tmp_path: Path) -> None:
+    """Ringback and busy tones go through the same volume as the far end's voice: the tone
+    player must open its sink through the UI's wrapped opener, not the one it saw at start."""
+    from firmware.provisioning.config import parse_config
+    from firmware.runtime.app import Phone
+
+    config = parse_config(
+        {
+            "device": {"name": "Desk", "state_dir": str(tmp_path / "state")},
+            "sip": {"listen": ["udp:127.0.0.1:0"]},
+            "api": {"enabled": False},
+            "board": {"profile": "sim"},
+            "audio": {"codecs": ["PCMU"], "playback_file": str(tmp_path / "out.wav")},
+        },
+        file="phone.toml",
+    )
+    phone = Phone(config)
+    assert phone.ui is not None
+    phone.ui.ui.volume = 9  # +12 dB, as after four VOL_UP presses
+    sink, _ = phone.tones.open_sink()
+    sink.write(np.full(160, 1000, dtype=np.int16))
+    phone.media.audio.close()
+    with wave.open(str(tmp_path / "out.wav")) as w:
+        played = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    assert abs(int(played[0]) - round(1000 * volume_gain(9))) <= 1
