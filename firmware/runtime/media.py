@@ -921,6 +921,23 @@ class MediaEngine:
         self._final.pop(call_id, None)
         session.start()
 
+    def reopen_devices(self, skip: Iterable[str] = ()) -> None:
+        """Give every running call (but those in `skip`) a microphone and a speaker freshly
+        opened from `audio` - after its device names changed (handset -> speaker) - and close
+        the ones they replace if this engine opened them."""
+        skipped = set(skip)
+        for call_id, session in list(self.sessions.items()):
+            if call_id in skipped:
+                continue
+            source, own_source = self.audio.open_source()
+            sink, own_sink = self.audio.open_sink()
+            owned = self._owned.setdefault(call_id, [])
+            for node in session.set_audio(source, sink):
+                if node in owned:
+                    owned.remove(node)
+                    node.close()
+            owned.extend(n for n, own in ((source, own_source), (sink, own_sink)) if own)
+
     def _dtmf(self, call_id: str, digit: str) -> None:
         if self.on_dtmf is not None:
             self.on_dtmf(call_id, digit)

@@ -106,18 +106,4 @@ class AudioPaths:
         dev = self.devices[path]
         audio.capture_device, audio.playback_device = dev.capture, dev.playback
         log.info("audio path %s: capture %r, playback %r", path, dev.capture, dev.playback)
-        skip = set(self.skip())
-        owned = self.engine._owned  # the engine closes a call's owned nodes when it stops
-        for call_id, session in list(self.engine.sessions.items()):
-            if call_id in skip:
-                continue
-            source, own_source = audio.open_source()
-            sink, own_sink = audio.open_sink()
-            old = session.set_audio(source, sink)
-            for node in old:
-                if node in owned.get(call_id, []):
-                    owned[call_id].remove(node)
-                    node.close()
-            owned.setdefault(call_id, []).extend(
-                n for n, own in ((source, own_source), (sink, own_sink)) if own
-            )
+        self.engine.reopen_devices(skip=self.skip())
