@@ -416,7 +416,7 @@ class JitterBuffer:
             self._last_dur = dur
             self._missing = 0
             self._piece_rms = rms(pcm)
-            self._observe_noise(self._piece_rms)
+            self.noise.observe_level(self._piece_rms)  # RMS measured once a frame
             return pcm, AUDIO
         # Lost (or not sent: silence suppression): one packet's worth of concealment.
         self._missing += 1
@@ -425,16 +425,6 @@ class JitterBuffer:
         if self._missing > self.conceal_frames:
             return self.noise.generate(samples), COMFORT_NOISE
         return self._fit(self.decoder.conceal(samples), samples), CONCEALED
-
-    def _observe_noise(self, level: float) -> None:
-        """`ComfortNoise.observe` from a level we have already measured (its rule: follow
-        quieter frames at once, louder ones by +6 % a frame, within [floor, ceiling]), so
-        the RMS of each decoded frame is computed once, not three times."""
-        noise = self.noise
-        if level < noise.level:
-            noise.level = max(noise.floor, level)
-        else:
-            noise.level = min(noise.ceiling, noise.level * 1.06)
 
     @staticmethod
     def _fit(pcm: np.ndarray, n: int) -> np.ndarray:

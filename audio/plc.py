@@ -10,15 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .pcm import rms
+
 INT16_MAX = 32767
-
-
-def rms(pcm: np.ndarray) -> float:
-    """Root mean square of an int16 frame (0.0 for an empty one)."""
-    if pcm.size == 0:
-        return 0.0
-    x = pcm.astype(np.float64)
-    return float(np.sqrt(np.mean(x * x)))
 
 
 class ComfortNoise:
@@ -35,9 +29,12 @@ class ComfortNoise:
         self.level = floor
 
     def observe(self, pcm: np.ndarray) -> None:
-        r = rms(pcm)
-        if r < self.level:
-            self.level = max(self.floor, r)
+        self.observe_level(rms(pcm))
+
+    def observe_level(self, level: float) -> None:
+        """`observe` for a frame whose RMS the caller has already measured."""
+        if level < self.level:
+            self.level = max(self.floor, level)
         else:
             self.level = min(self.ceiling, self.level * 1.06)
 
