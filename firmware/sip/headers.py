@@ -163,39 +163,22 @@ def split_list(value: str) -> list[str]:
     """Split a list-valued header on commas outside quotes and angle brackets (linear time)."""
     if '"' not in value and "<" not in value:
         return [part.strip() for part in value.split(",") if part.strip()]
-    parts: list[str] = []
-    start = 0
-    in_quote = in_angle = escaped = False
-    for i, ch in enumerate(value):
-        if in_quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_quote = False
-        elif ch == '"':
-            in_quote = True
-        elif ch == "<":
-            in_angle = True
-        elif ch == ">":
-            in_angle = False
-        elif ch == "," and not in_angle:
-            parts.append(value[start:i].strip())
-            start = i + 1
-    if in_quote:
-        raise SipParseError(f"Unterminated quoted string in {value!r}")
-    parts.append(value[start:].strip())
-    return [p for p in parts if p]
+    return [p for p in (part.strip() for part in _split_outside(value, ",", True)) if p]
 
 
 def _split_semis(text: str) -> list[str]:
     """Split on ';' outside quoted strings."""
     if '"' not in text:
         return text.split(";")
+    return _split_outside(text, ";", False)
+
+
+def _split_outside(text: str, sep: str, angles: bool) -> list[str]:
+    """Split `text` on `sep` where it is not inside a quoted string (with backslash escapes)
+    nor, if `angles`, inside <...>; the parts are returned as they are (not stripped)."""
     parts: list[str] = []
     start = 0
-    in_quote = escaped = False
+    in_quote = in_angle = escaped = False
     for i, ch in enumerate(text):
         if in_quote:
             if escaped:
@@ -206,7 +189,11 @@ def _split_semis(text: str) -> list[str]:
                 in_quote = False
         elif ch == '"':
             in_quote = True
-        elif ch == ";":
+        elif angles and ch == "<":
+            in_angle = True
+        elif angles and ch == ">":
+            in_angle = False
+        elif ch == sep and not in_angle:
             parts.append(text[start:i])
             start = i + 1
     if in_quote:
