@@ -57,8 +57,8 @@ def rtp_rate(phone: PhoneProcess, call_id: str, seconds: float = 1.0) -> tuple[i
 
 
 def sip_sent(packets: list[bytes]) -> list[tuple[str, str]]:
-    """(first line, whole text) of every SIP message the phone sent, in order (loopback shows
-    each packet twice, and a retransmission is the same message: both counted once)."""
+    """(first line, whole text) of every SIP message the phone sent, in order (a
+    retransmission is the same message: counted once)."""
     out = []
     seen: set[bytes] = set()
     for p in packets:

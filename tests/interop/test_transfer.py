@@ -72,7 +72,7 @@ def _wait_audio() -> None:
 def _sip(payloads: list[bytes], first_line_prefix: bytes) -> list[bytes]:
     """Captured SIP messages whose first line starts with ``first_line_prefix``.
 
-    lo shows each datagram twice (out and in) and retransmissions are byte-identical: dedupe.
+    Retransmissions are byte-identical: deduped.
     """
     return [p for p in dict.fromkeys(payloads) if p.startswith(first_line_prefix)]
 
