@@ -61,6 +61,20 @@ def parse_events(fmtp: str | None) -> frozenset[int]:
     return frozenset(events)
 
 
+def format_events(events: frozenset[int] | set[int]) -> str:
+    """Inverse of `parse_events`, compressing runs: {0..15, 66} -> '0-15,66'."""
+    parts: list[str] = []
+    ordered = sorted(events)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
 def event_code(key: str | int) -> int:
     """Event code for a key (``"5"``, ``"*"``, ``"a"``) or an event code itself."""
     if isinstance(key, int):

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from audio.dtmf import format_events, parse_events  # one RFC 4733 event-list grammar
 from firmware.sip.sdp import (
     Attribute,
     Connection,
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 SrtpPolicy = Literal["off", "optional", "mandatory"]
 TELEPHONE_EVENT = "telephone-event"
-DEFAULT_EVENTS = "0-15"  # RFC 4733 section 2.4.1: no fmtp means the DTMF events 0-15
 RTP_PROTOS = ("RTP/AVP", "RTP/SAVP")
 # RFC 4568 section 6.3: session parameters that switch protection off (THREATS T20).
 _WEAKENING_PARAMS = ("UNENCRYPTED_SRTP", "UNENCRYPTED_SRTCP", "UNAUTHENTICATED_SRTP")
@@ -133,36 +133,6 @@ class NegotiatedMedia:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def parse_events(text: str | None) -> frozenset[int]:
-    """RFC 4733 event list '0-15,66,70-72' -> set; malformed items are skipped."""
-    out: set[int] = set()
-    for item in (text or DEFAULT_EVENTS).replace(" ", "").split(","):
-        lo, dash, hi = item.partition("-")
-        try:
-            first = int(lo)
-            last = int(hi) if dash else first
-        except ValueError:
-            log.info("ignoring malformed telephone-event range %r", item)
-            continue
-        if 0 <= first <= last <= 255:
-            out.update(range(first, last + 1))
-    return frozenset(out)
-
-
-def format_events(events: frozenset[int] | set[int]) -> str:
-    """Inverse of `parse_events`, compressing runs: {0..15, 66} -> '0-15,66'."""
-    parts: list[str] = []
-    ordered = sorted(events)
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
 
 
 def _invert(direction: str) -> str:
