@@ -92,6 +92,13 @@ def test_media_cpu_prints_both_cases_with_a_ratio() -> None:
         )
 
 
+def test_wake_floor_prints_c_and_both_python_waits() -> None:
+    require_tool("gcc")  # .ci/run installs it (C extensions without wheels)
+    text = run_bench("bench/wake_floor.py", "--seconds", "0.3", timeout=60)
+    for case in ("C clock_nanosleep", "Python Lock.acquire(timeout)", "Python time.sleep"):
+        assert re.search(rf"^{re.escape(case)}\s+[\d.]+\s+[\d.]+$", text, re.M), text
+
+
 @pytest.mark.slow
 def test_rtp_timing_prints_all_four_senders() -> None:
     require_tool("kamailio")
