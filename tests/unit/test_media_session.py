@@ -423,6 +423,58 @@ async def test_send_clock_does_not_drift(ports: PortAllocator, tmp_path: Path) -
     assert a.stats()["tick_late_ms"]["p50"] < 1.0
 
 
+async def test_a_call_started_while_the_media_thread_sleeps_longer_starts_at_its_wakeup(
+    ports: PortAllocator, tmp_path: Path
+) -> None:
+    """Nothing wakes the media thread early: a 20 ms call added while it sleeps towards a
+    60 ms call's next tick begins its own clock at that wake-up, then keeps 20 ms."""
+    loop = asyncio.get_running_loop()
+    arrivals: list[float] = []
+
+    class Stamp(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            arrivals.append(loop.time())
+
+    transport, _ = await loop.create_datagram_endpoint(Stamp, local_addr=("127.0.0.1", 0))
+    sink_port = transport.get_extra_info("sockname")[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nowhere:
+        nowhere.bind(("127.0.0.1", 0))
+        slow_port = nowhere.getsockname()[1]
+        ports.allocate("slow", None)
+        ports.allocate("fast", None)
+        slow = MediaSession(
+            "slow",
+            dataclasses.replace(negotiated(slow_port), ptime=60),
+            ports.sockets("slow"),
+            source=WavFileSource(tone_wav(tmp_path / "s.wav")),
+            sink=BufferSink(8000),
+            ids=SeededIds("slow"),
+        )
+        fast = MediaSession(
+            "fast",
+            negotiated(sink_port),
+            ports.sockets("fast"),
+            source=WavFileSource(tone_wav(tmp_path / "f.wav")),
+            sink=BufferSink(8000),
+            ids=SeededIds("fast"),
+        )
+        slow.start()
+        try:
+            clock = slow.clock
+            await until(lambda: clock._sleep_until == slow.due)  # the thread sleeps towards it
+            fast.start()
+            with clock.lock:  # its first tick moved to the thread's wake-up: the slow tick
+                assert fast.due == slow.due == clock._sleep_until
+            await until(lambda: len(arrivals) >= 11)
+        finally:
+            fast.stop()
+            slow.stop()
+            transport.close()
+    gaps = np.diff(np.array(arrivals[:11])) * 1000.0
+    assert 15.0 < float(np.median(gaps)) < 25.0, gaps  # then every 20 ms, not every 60
+    assert fast.counters["skipped_frames"] == 0
+
+
 async def test_sdp_negotiated_srtp_g722_call_between_engines(tmp_path: Path) -> None:
     """The NegotiatedMedia that offer/answer really produces (SDES keys both ways, G.722,
     telephone-event) drives two engines: tone one way, DTMF the other."""
