@@ -70,6 +70,34 @@ async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def arrival_times() -> tuple[asyncio.DatagramTransport, int, list[float]]:
+    """A UDP socket that records when each datagram arrives: (transport, port, times)."""
+    loop = asyncio.get_running_loop()
+    arrivals: list[float] = []
+
+    class Stamp(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            arrivals.append(loop.time())
+
+    transport, _ = await loop.create_datagram_endpoint(Stamp, local_addr=("127.0.0.1", 0))
+    return transport, transport.get_extra_info("sockname")[1], arrivals
+
+
+def tone_session(
+    name: str, media: NegotiatedMedia, ports: PortAllocator, tmp_path: Path
+) -> MediaSession:
+    """A session on freshly allocated ports that sends a tone and keeps what it receives."""
+    ports.allocate(name, None)
+    return MediaSession(
+        name,
+        media,
+        ports.sockets(name),
+        source=WavFileSource(tone_wav(tmp_path / f"{name}.wav")),
+        sink=BufferSink(8000),
+        ids=SeededIds(name),
+    )
+
+
 class Relay(asyncio.DatagramProtocol):
     """A UDP hop in the middle: records every datagram and forwards it to `target`."""
 
@@ -392,24 +420,8 @@ def test_ports_exhausted_names_the_range() -> None:
 
 async def test_send_clock_does_not_drift(ports: PortAllocator, tmp_path: Path) -> None:
     """Packets leave on absolute deadlines: wake-up lateness does not add up over time."""
-    loop = asyncio.get_running_loop()
-    arrivals: list[float] = []
-
-    class Stamp(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-            arrivals.append(loop.time())
-
-    transport, _ = await loop.create_datagram_endpoint(Stamp, local_addr=("127.0.0.1", 0))
-    port = transport.get_extra_info("sockname")[1]
-    ports.allocate("a", None)
-    a = MediaSession(
-        "a",
-        negotiated(port),
-        ports.sockets("a"),
-        source=WavFileSource(tone_wav(tmp_path / "t.wav")),
-        sink=BufferSink(8000),
-        ids=SeededIds("a"),
-    )
+    transport, port, arrivals = await arrival_times()
+    a = tone_session("a", negotiated(port), ports, tmp_path)
     a.start()
     try:
         await until(lambda: len(arrivals) >= 101)
@@ -428,36 +440,13 @@ async def test_a_call_started_while_the_media_thread_sleeps_longer_starts_at_its
 ) -> None:
     """Nothing wakes the media thread early: a 20 ms call added while it sleeps towards a
     60 ms call's next tick begins its own clock at that wake-up, then keeps 20 ms."""
-    loop = asyncio.get_running_loop()
-    arrivals: list[float] = []
-
-    class Stamp(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-            arrivals.append(loop.time())
-
-    transport, _ = await loop.create_datagram_endpoint(Stamp, local_addr=("127.0.0.1", 0))
-    sink_port = transport.get_extra_info("sockname")[1]
+    transport, sink_port, arrivals = await arrival_times()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nowhere:
         nowhere.bind(("127.0.0.1", 0))
         slow_port = nowhere.getsockname()[1]
-        ports.allocate("slow", None)
-        ports.allocate("fast", None)
-        slow = MediaSession(
-            "slow",
-            dataclasses.replace(negotiated(slow_port), ptime=60),
-            ports.sockets("slow"),
-            source=WavFileSource(tone_wav(tmp_path / "s.wav")),
-            sink=BufferSink(8000),
-            ids=SeededIds("slow"),
-        )
-        fast = MediaSession(
-            "fast",
-            negotiated(sink_port),
-            ports.sockets("fast"),
-            source=WavFileSource(tone_wav(tmp_path / "f.wav")),
-            sink=BufferSink(8000),
-            ids=SeededIds("fast"),
-        )
+        slow_media = dataclasses.replace(negotiated(slow_port), ptime=60)
+        slow = tone_session("slow", slow_media, ports, tmp_path)
+        fast = tone_session("fast", negotiated(sink_port), ports, tmp_path)
         slow.start()
         try:
             clock = slow.clock
