@@ -391,8 +391,7 @@ class MediaSession:
         with self.clock.lock:
             if self.running and self._n == 1 and until > self.due:
                 shift = until - self.due
-                self._start_time += shift
-                self._last_drain += shift
+                self._start_time += shift  # RTP that arrives meanwhile keeps its true time
                 self.due = until
 
     def stop(self, reason: str | None = None) -> None:
