@@ -140,6 +140,38 @@ def scenario_path(scenario: str | Path) -> Path:
     return path
 
 
+def start_sipp(
+    sipp: str,
+    scenario: str | Path,
+    *,
+    port: int,
+    log_file: Path,
+    workdir: Path,
+    calls: int = 1,
+    timeout: str = "30s",
+    target: str | None = None,
+    extra_args: list[str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start sipp in the background on 127.0.0.1:`port` (a UAS, or a UAC towards `target`),
+    tracing every message to `log_file`; the caller waits with `communicate()`. For scenarios
+    that must run while the test drives the phone (`run_sipp` waits for sipp to finish)."""
+    command = [sipp] + ([target] if target else []) + [
+        "-sf", str(scenario_path(scenario)),
+        "-i", "127.0.0.1",
+        "-p", str(port),
+        "-m", str(calls),
+        "-timeout", timeout,
+        "-timeout_error",
+        "-nostdin",
+        "-trace_msg",
+        "-message_file", str(log_file),
+    ] + (extra_args or [])  # fmt: skip
+    log.info("starting %s", " ".join(command))
+    return subprocess.Popen(
+        command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
 def run_sipp(
     scenario: str | Path,
     target: tuple[str, int],

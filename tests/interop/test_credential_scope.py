@@ -10,7 +10,6 @@ in every datagram the phone sent (loopback capture). Users 1161-1170 are this fi
 from __future__ import annotations
 
 import socket
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from tests.conftest import require_tool
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess, free_port
-from tests.interop.sipp import parse_message_log
+from tests.interop.sipp import parse_message_log, start_sipp
 from tests.interop.sniff import Sniffer
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -48,28 +47,8 @@ def test_foreign_realm_challenge_gets_an_ack_and_no_credentials(
     capture = sniffer(phone.sip_port)
     port = free_port(socket.SOCK_DGRAM)
     log = tmp_path / "sipp-messages.log"
-    uas = subprocess.Popen(
-        [
-            sipp,
-            "-sf",
-            str(DATA / "uas_foreign_realm.xml"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-m",
-            "1",
-            "-timeout",
-            "30s",
-            "-timeout_error",
-            "-nostdin",
-            "-trace_msg",
-            "-message_file",
-            str(log),
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    uas = start_sipp(
+        sipp, DATA / "uas_foreign_realm.xml", port=port, log_file=log, workdir=tmp_path
     )
     try:
         call = phone.dial(f"sip:callee@127.0.0.1:{port}")

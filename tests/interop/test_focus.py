@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import socket
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from tests.conftest import require_tool
 from tests.interop.baresip import Baresip
 from tests.interop.kamailio import Kamailio
 from tests.interop.phone import PhoneProcess, free_port
-from tests.interop.sipp import parse_message_log
+from tests.interop.sipp import parse_message_log, start_sipp
 from tests.interop.sniff import Sniffer
 from tests.interop.test_call_waiting import header, sip_sent
 from tests.interop.test_calls_baresip import alsa_files, connected
@@ -41,28 +40,14 @@ def test_conference_on_a_focus_invite_then_refer_the_party_and_ask_the_focus_to_
     focus_port = free_port(socket.SOCK_DGRAM)
     conference_uri = f"sip:conf@127.0.0.1:{focus_port}"
     log = tmp_path / "focus-messages.log"
-    focus = subprocess.Popen(
-        [
-            sipp,
-            "-sf",
-            str(DATA / "focus_uas.xml"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(focus_port),
-            "-m",
-            "2",
-            "-timeout",
-            "40s",
-            "-timeout_error",
-            "-nostdin",
-            "-trace_msg",
-            "-message_file",
-            str(log),
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    focus = start_sipp(
+        sipp,
+        DATA / "focus_uas.xml",
+        port=focus_port,
+        log_file=log,
+        workdir=tmp_path,
+        calls=2,
+        timeout="40s",
     )
     try:
         party: Baresip = make_baresip(

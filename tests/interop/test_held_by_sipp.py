@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import require_tool
 from tests.interop.phone import PhoneProcess, free_port
-from tests.interop.sipp import parse_message_log
+from tests.interop.sipp import parse_message_log, start_sipp
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -20,32 +19,14 @@ def test_held_phone_answers_recvonly_and_shows_it(
     sipp = require_tool("sipp")
     phone = phones([])
     log = tmp_path / "messages.log"
-    uac = subprocess.Popen(
-        [
-            sipp,
-            f"127.0.0.1:{phone.sip_port}",
-            "-sf",
-            str(DATA / "uac_holds_phone.xml"),
-            "-key",
-            "user",
-            "deskphone",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(free_port(socket.SOCK_DGRAM)),
-            "-m",
-            "1",
-            "-timeout",
-            "30s",
-            "-timeout_error",
-            "-nostdin",
-            "-trace_msg",
-            "-message_file",
-            str(log),
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    uac = start_sipp(
+        sipp,
+        DATA / "uac_holds_phone.xml",
+        target=f"127.0.0.1:{phone.sip_port}",
+        port=free_port(socket.SOCK_DGRAM),
+        log_file=log,
+        workdir=tmp_path,
+        extra_args=["-key", "user", "deskphone"],
     )
     try:
         ringing = phone.wait_call(lambda c: c["state"] == "ringing", 10, "sipp's call to ring")

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import require_tool
 from tests.interop.phone import PhoneProcess, free_port
-from tests.interop.sipp import SippResult, parse_message_log
+from tests.interop.sipp import SippResult, parse_message_log, start_sipp
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -26,30 +25,14 @@ def test_phone_refreshes_a_short_session_with_reinvite(
     sipp = require_tool("sipp")
     port = free_port(socket.SOCK_DGRAM)  # SOCK_DGRAM
     log = tmp_path / "sipp-messages.log"
-    uas = subprocess.Popen(
-        [
-            sipp,
-            "-sf",
-            str(DATA / "uas_session_timer.xml"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-m",
-            "1",
-            "-timeout",
-            "90s",
-            "-timeout_error",
-            "-nostdin",
-            "-trace_msg",
-            "-message_file",
-            str(log),
-            "-mp",
-            str(free_port(socket.SOCK_DGRAM)),
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    uas = start_sipp(
+        sipp,
+        DATA / "uas_session_timer.xml",
+        port=port,
+        log_file=log,
+        workdir=tmp_path,
+        timeout="90s",
+        extra_args=["-mp", str(free_port(socket.SOCK_DGRAM))],
     )
     try:
         phone = phones([])
