@@ -13,6 +13,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from audio.speedups import rms_int16
+
+_INT16 = np.dtype(np.int16)
 INT16_MAX = 32767
 INT16_MIN = -32768
 
@@ -41,6 +44,11 @@ def _to_int16_inplace(x: np.ndarray) -> np.ndarray:
 
 def rms(pcm: np.ndarray) -> float:
     """Root mean square in sample units (0.0 for an empty frame)."""
+    if pcm.dtype == _INT16:  # every decoded or captured frame: one C call, no float copy
+        try:
+            return rms_int16(pcm)
+        except ValueError:  # a strided view (no contiguous buffer): the general path below
+            pass
     n = len(pcm)
     if n == 0:
         return 0.0

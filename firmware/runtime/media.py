@@ -29,7 +29,6 @@ import contextlib
 import logging
 import os
 import socket
-import struct
 import sys
 import threading
 import time
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from audio import sdes
+from audio import sdes, speedups
 from audio.codecs import Codec, get_codec
 from audio.dtmf import DtmfError, DtmfPacket, DtmfReceiver, DtmfSender
 from audio.graph import (
@@ -59,7 +58,9 @@ from audio.rtcp import RtcpSession
 from audio.rtp import RtpError, RtpPacket, RtpReceiverStats, RtpSender, SymmetricRtpLatch
 from audio.srtp import SrtpError, SrtpTransform
 from audio.tones import ToneGenerator, dtmf_tone
+from firmware.runtime import udp
 from firmware.runtime.ports import PortAllocator, RtpSockets
+from firmware.runtime.udp import SO_TIMESTAMPNS, recv_datagrams
 from firmware.sip.ids import IdSource
 from firmware.sip.offer_answer import NegotiatedMedia
 
@@ -75,11 +76,6 @@ DTMF_MS = 100  # duration of one digit (RFC 4733 2.5.1.2 suggests >= 40 ms; phon
 DTMF_GAP_MS = 60  # audio between digits
 RECV_BUFFER = 4096
 RECV_PER_TICK = 64  # datagrams read per tick at most, so one flood cannot stall the ticker
-# Kernel receive timestamps (SO_TIMESTAMPNS, CLOCK_REALTIME): RTP is read once per tick, not
-# as it arrives, and the jitter buffer and RFC 3550 jitter still get true arrival times.
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the option is named in 3.12+
-_TIMESPEC = {16: struct.Struct("=qq"), 8: struct.Struct("=ii")}  # 64- / 32-bit time_t
-_ANC_SPACE = socket.CMSG_SPACE(16)
 
 DtmfCallback = Callable[[str, str], None]  # (call_id, digit)
 
@@ -370,7 +366,9 @@ class MediaSession:
             ids=self.ids,
             now=now,
         )
-        # RTP is drained by the ticker (_drain_rtp), RTCP (rare) is read as it comes
+        # RTP is drained by the ticker (_drain_rtp), RTCP (rare) is read as it comes. Kernel
+        # receive timestamps (SO_TIMESTAMPNS, CLOCK_REALTIME): RTP is read once per tick, not
+        # as it arrives, and the jitter buffer and RFC 3550 jitter still get true arrival times.
         try:
             self.sockets.rtp.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         except OSError as e:  # not Linux: arrival times are then the tick's
@@ -641,24 +639,13 @@ class MediaSession:
         # builds its decoder and resampler, which takes a while).
         latest = monotonic()
         offset = time.time() - latest  # wall clock (the timestamps) -> monotonic
-        for _ in range(RECV_PER_TICK):
-            try:
-                data, anc, _flags, addr = sock.recvmsg(RECV_BUFFER, _ANC_SPACE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                log.debug("call %s: recvmsg failed: %s", self.call_id, e)
-                break
+        for data, stamp, addr in recv_datagrams(sock, RECV_PER_TICK, RECV_BUFFER):
             arrival = latest
-            if anc:
-                _level, kind, cdata = anc[0]
-                layout = _TIMESPEC.get(len(cdata))
-                if kind == SO_TIMESTAMPNS and layout is not None:
-                    sec, nsec = layout.unpack(cdata)
-                    arrival = sec + nsec * 1e-9 - offset
-                    if arrival > latest:
-                        latest = monotonic()
-                    arrival = min(latest, max(earliest, arrival))
+            if stamp is not None:
+                arrival = stamp - offset
+                if arrival > latest:
+                    latest = monotonic()
+                arrival = min(latest, max(earliest, arrival))
             self.receive_rtp(data, arrival, addr)
         self._last_drain = monotonic()  # what is still queued arrived after this
 
@@ -876,6 +863,10 @@ class MediaEngine:
         self._final: dict[str, dict[str, Any]] = {}
         self._stopping: list[MediaSession] = []
         self._keys = sdes.SdesKeys(random_bytes) if random_bytes else sdes.SdesKeys()
+        if not (speedups.ACCELERATED and udp.ACCELERATED):
+            log.warning(
+                "media: C modules not built (audio._speedups, firmware.runtime._udp); calls use their Python twins"
+            )
 
     @classmethod
     def from_config(cls, config: Any, ids: IdSource) -> MediaEngine:

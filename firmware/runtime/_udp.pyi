@@ -1,0 +1,6 @@
+# Types of the C module firmware/runtime/_udp.c (see firmware/runtime/udp.py).
+from typing import Any
+
+def recv_datagrams(
+    fd: int, max_count: int, bufsize: int, /
+) -> list[tuple[bytes, float | None, Any]]: ...
