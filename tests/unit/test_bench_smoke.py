@@ -96,7 +96,9 @@ def test_wake_floor_prints_c_and_both_python_waits() -> None:
     require_tool("gcc")  # .ci/run installs it (C extensions without wheels)
     text = run_bench("bench/wake_floor.py", "--seconds", "0.3", timeout=60)
     for case in ("C clock_nanosleep", "Python Lock.acquire(timeout)", "Python time.sleep"):
-        assert re.search(rf"^{re.escape(case)}\s+[\d.]+\s+[\d.]+$", text, re.M), text
+        # CPU s/min, ratio to C, then wake-up lateness p50 / p99 / max in ms
+        number = r"\s+-?[\d.]+"
+        assert re.search(rf"^{re.escape(case)}{number * 5}$", text, re.M), text
 
 
 @pytest.mark.slow
