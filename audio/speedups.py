@@ -12,17 +12,20 @@ the same results (tests/unit/test_speedups.py runs both). `ACCELERATED` says whi
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-_c: ModuleType | None
-try:
-    import audio._speedups as _c
-except ImportError:  # not built (no compiler when installed): the Python twins below
-    _c = None
+PURE_PYTHON = "DESKPHONE_PURE_PYTHON"  # environment variable: run the twins even when built
+_c: ModuleType | None = None
+if not os.environ.get(PURE_PYTHON):  # set: the Python twins on purpose (reference runs, tests)
+    try:
+        import audio._speedups as _c
+    except ImportError:  # not built (no compiler when installed): the Python twins below
+        _c = None
 
 ACCELERATED = _c is not None
 

@@ -865,7 +865,9 @@ class MediaEngine:
         self._keys = sdes.SdesKeys(random_bytes) if random_bytes else sdes.SdesKeys()
         if not (speedups.ACCELERATED and udp.ACCELERATED):
             log.warning(
-                "media: C modules not built (audio._speedups, firmware.runtime._udp); calls use their Python twins"
+                "media: calls run on the Python twins of audio._speedups and "
+                "firmware.runtime._udp (not built, or %s set): more CPU per call",
+                speedups.PURE_PYTHON,
             )
 
     @classmethod

@@ -9,17 +9,21 @@ gives the same results (tests/unit/test_udp.py).
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-_c: ModuleType | None
-try:
-    import firmware.runtime._udp as _c
-except ImportError:  # not built (no compiler when installed): the Python twin below
-    _c = None
+from audio.speedups import PURE_PYTHON
+
+_c: ModuleType | None = None
+if not os.environ.get(PURE_PYTHON):  # set: the Python twin on purpose (reference runs, tests)
+    try:
+        import firmware.runtime._udp as _c
+    except ImportError:  # not built (no compiler when installed): the Python twin below
+        _c = None
 
 ACCELERATED = _c is not None
 

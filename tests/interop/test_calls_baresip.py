@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from audio.speedups import PURE_PYTHON
 from tests.interop.audio_files import dominant_frequency, tone_of
 from tests.interop.baresip import Baresip
 from tests.interop.kamailio import Kamailio
@@ -80,8 +81,10 @@ def deskphone(
     codecs: list[str] | None = None,
     pki: Any = None,
     audio: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[PhoneProcess, AlsaFiles]:
     files = alsa_files(tmp_path / f"alsa-{user}")
+    files.env.update(env or {})
     account = {
         "id": "line1",
         "user": user,
@@ -114,18 +117,27 @@ def assert_tone(measured: tuple[float, float], expected: float, who: str) -> Non
     assert level > 0.02, f"{who} heard almost nothing (RMS {level:.4f})"
 
 
-@pytest.mark.parametrize("codec", ["PCMU", "G722"])
+@pytest.mark.parametrize(
+    "codec, c_modules",
+    [("PCMU", True), ("G722", True), ("PCMU", False)],
+    ids=["PCMU", "G722", "PCMU-python-twins"],
+)
 def test_deskphone_calls_baresip_and_both_hear_each_other(
     kamailio: Kamailio,
     phones: Callable[..., PhoneProcess],
     make_baresip: Any,
     tmp_path: Path,
     codec: str,
+    c_modules: bool,
 ) -> None:
+    """Also once on the Python twins of the C modules (DESKPHONE_PURE_PYTHON), the path a
+    phone installed without a compiler takes."""
     far: Baresip = make_baresip(
         "1022", kamailio=kamailio, codecs=[codec], auto_answer=True, tone_hz=BARESIP_TONE
     )
-    phone, files = deskphone(phones, kamailio, "1021", tmp_path, codecs=[codec])
+    env = {} if c_modules else {PURE_PYTHON: "1"}
+    phone, files = deskphone(phones, kamailio, "1021", tmp_path, codecs=[codec], env=env)
+    assert ("Python twins" in phone.log()) is not c_modules
     call = phone.dial("1022")
     assert call["state"] == "calling" and call["direction"] == "outgoing"
     up = phone.wait_call(connected(call["id"]), 10, "the call to connect")

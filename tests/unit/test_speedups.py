@@ -7,6 +7,10 @@ requires), so the Python twin stays a working fallback and a reference for the C
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -138,3 +142,17 @@ def test_pcm_rms_takes_any_frame() -> None:
     x = (np.arange(320) * 37 % 2000 - 1000).astype(np.int16)
     assert rms(x[::2]) == pytest.approx(math.sqrt(np.mean(x[::2].astype(float) ** 2)))
     assert rms(x.astype(np.float64)) == pytest.approx(rms(x))
+
+
+def test_the_pure_python_switch_runs_the_twins_even_when_built() -> None:
+    code = (
+        "from audio import speedups; from firmware.runtime import udp; "
+        "print(speedups.ACCELERATED, udp.ACCELERATED, speedups.g711_encode is "
+        "speedups.g711_encode_py, udp.recv_datagrams is udp.recv_datagrams_py)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root), **{speedups.PURE_PYTHON: "1"})
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.split() == ["False", "False", "True", "True"], out.stderr
