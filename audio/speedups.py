@@ -11,6 +11,7 @@ the same results (tests/unit/test_speedups.py runs both). `ACCELERATED` says whi
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from collections.abc import Callable
@@ -20,13 +21,20 @@ from typing import Any
 import numpy as np
 
 PURE_PYTHON = "DESKPHONE_PURE_PYTHON"  # environment variable: run the twins even when built
-_c: ModuleType | None = None
-if not os.environ.get(PURE_PYTHON):  # set: the Python twins on purpose (reference runs, tests)
-    try:
-        import audio._speedups as _c
-    except ImportError:  # not built (no compiler when installed): the Python twins below
-        _c = None
 
+
+def optional_c_module(name: str) -> ModuleType | None:
+    """C module `name`, or None when it is not built (no compiler when installed) or when
+    PURE_PYTHON is set (reference runs, tests): the caller then runs its Python twins."""
+    if os.environ.get(PURE_PYTHON):
+        return None
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+_c = optional_c_module("audio._speedups")
 ACCELERATED = _c is not None
 
 _INT16 = np.dtype(np.int16)

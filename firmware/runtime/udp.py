@@ -9,21 +9,14 @@ gives the same results (tests/unit/test_udp.py).
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
-from audio.speedups import PURE_PYTHON
+from audio.speedups import optional_c_module
 
-_c: ModuleType | None = None
-if not os.environ.get(PURE_PYTHON):  # set: the Python twin on purpose (reference runs, tests)
-    try:
-        import firmware.runtime._udp as _c
-    except ImportError:  # not built (no compiler when installed): the Python twin below
-        _c = None
+_c = optional_c_module("firmware.runtime._udp")
 
 ACCELERATED = _c is not None
 
