@@ -247,7 +247,11 @@ class WavFileSink:
 
 
 def _wav_header(rate: int, data_bytes: int) -> bytes:
-    """The canonical 44-byte header of a 16-bit mono PCM WAV file with `data_bytes` of audio."""
+    """The canonical 44-byte header of a 16-bit mono PCM WAV file with `data_bytes` of audio.
+
+    Past the 32-bit size fields (4 GiB, 37 h at 16 kHz) they stay at their maximum, as other
+    writers do, and readers take the length from the file; the recording goes on."""
+    data_bytes = min(data_bytes, _WAV_MAX_DATA)
     return _WAV_HEADER.pack(
         b"RIFF",
         36 + data_bytes,
@@ -266,6 +270,7 @@ def _wav_header(rate: int, data_bytes: int) -> bytes:
 
 
 _WAV_HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
+_WAV_MAX_DATA = 0xFFFFFFFF - 36  # the RIFF size field holds 36 + the data size
 
 
 class ResamplingSource:
