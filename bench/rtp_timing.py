@@ -9,19 +9,56 @@ kernel's timestamp of every RTP packet (SO_TIMESTAMPNS, i.e. the moment the send
 put it on lo), grouped by sending port. Printed per sender: packets, and |interval - 20 ms|
 p50 / p99 / max in ms; then the ratio deskphone / baresip of the worse sender's p99.
 Target (issue 3, acceptance 6): deskphone p99 deviation under 1 ms. Nothing is asserted.
+
+    python bench/rtp_timing.py --cpus-awake
+
+measures the same with every CPU kept out of idle by one SCHED_IDLE busy loop each (they run
+only when nothing else wants the CPU, so they take no time from the phones). On a VM whose
+idle vCPUs halt (no cpuidle driver), a wake-up first waits for the host to run the vCPU again,
+and that sets the tail of any sender (bench/wake_floor.py shows it for an empty C loop);
+comparing the two runs separates the host's share from the phones' own.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _harness as h  # noqa: E402
 from bench.media_cpu import deskphone_audio  # noqa: E402
+
+# One busy loop at SCHED_IDLE (bounded: it ends by itself after argv[1] seconds).
+_SPIN = (
+    "import os, sys, time\n"
+    "os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
+    "end = time.monotonic() + float(sys.argv[1])\n"
+    "while time.monotonic() < end:\n"
+    "    pass\n"
+)
+
+
+@contextlib.contextmanager
+def cpus_kept_awake(limit: float) -> Iterator[None]:
+    """One SCHED_IDLE busy loop pinned to each CPU this process may use, for at most `limit` s."""
+    spinners: list[subprocess.Popen[bytes]] = []
+    try:
+        for cpu in sorted(os.sched_getaffinity(0)):
+            proc = subprocess.Popen([sys.executable, "-c", _SPIN, str(limit)])
+            spinners.append(proc)
+            os.sched_setaffinity(proc.pid, {cpu})
+        yield
+    finally:
+        for proc in spinners:
+            proc.kill()
+            proc.wait(10)
 
 
 def sniff_call(call: h.PhoneCall, seconds: float) -> dict[int, list[h.RtpPacket]]:
@@ -60,10 +97,19 @@ def run(seconds: float) -> list[tuple[str, dict[str, float]]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="call window (default 20)")
+    parser.add_argument(
+        "--cpus-awake",
+        action="store_true",
+        help="keep every CPU out of idle with SCHED_IDLE busy loops (see the module docstring)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    rows = run(args.seconds)
+    awake = cpus_kept_awake(4 * args.seconds + 120) if args.cpus_awake else contextlib.nullcontext()
+    with awake:
+        rows = run(args.seconds)
     print(f"RTP send interval |interval - 20 ms|, ms ({args.seconds:g} s per call, kernel stamps)")
+    if args.cpus_awake:
+        print("(every CPU kept out of idle by a SCHED_IDLE busy loop: no vCPU wake-up latency)")
     print(f"{'sender':14s} {'packets':>8s} {'p50':>7s} {'p99':>7s} {'max':>7s}")
     for label, s in rows:
         print(f"{label:14s} {int(s['n']):8d} {s['p50']:7.3f} {s['p99']:7.3f} {s['max']:7.3f}")

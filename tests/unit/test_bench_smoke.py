@@ -102,15 +102,30 @@ def test_wake_floor_prints_c_and_both_python_waits() -> None:
 
 
 @pytest.mark.slow
-def test_rtp_timing_prints_all_four_senders() -> None:
+@pytest.mark.parametrize("awake", [False, True], ids=["as-is", "cpus-awake"])
+def test_rtp_timing_prints_all_four_senders(awake: bool) -> None:
     require_tool("kamailio")
     require_tool("baresip")
     if os.geteuid() != 0:
         skip_or_fail("sniffing lo needs root")
-    text = run_bench("bench/rtp_timing.py", "--seconds", "1")
+    text = run_bench("bench/rtp_timing.py", "--seconds", "1", *(["--cpus-awake"] if awake else []))
     for sender in ("deskphone A", "deskphone B", "baresip A", "baresip B"):
         assert re.search(rf"^{sender}\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", text, re.M), text
     assert "worst p99: deskphone" in text
+    assert ("kept out of idle" in text) is awake
+    # the busy loops end with the benchmark
+    assert not [c for c in _command_lines() if "os.SCHED_IDLE" in c]
+
+
+def _command_lines() -> list[str]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                out.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:  # the process ended meanwhile
+                pass
+    return out
 
 
 @pytest.mark.slow
