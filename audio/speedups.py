@@ -49,7 +49,7 @@ def g711_encode_py(table: bytes, pcm: np.ndarray) -> bytes:
 def g711_decode_py(table: bytes, payload: bytes) -> bytearray:
     """int16 PCM (native byte order) of G.711 `payload`: `table` holds 256 int16 samples."""
     samples = np.frombuffer(table, dtype=np.int16)
-    return bytearray(samples.take(np.frombuffer(payload, dtype=np.uint8)).tobytes())
+    return bytearray(samples.take(np.frombuffer(payload, dtype=np.uint8)))  # one copy
 
 
 def rms_int16_py(pcm: Any) -> float:

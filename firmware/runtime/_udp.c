@@ -7,12 +7,13 @@
  * caches, about 80 us a tick. firmware/runtime/udp.py has the Python twin, used when this
  * module is not built; tests/unit/test_udp.py checks that both give the same results.
  *
- *   recv_datagrams(fd, max_count, bufsize) -> [(data, stamp, address), ...]
- *       reads what is queued on a non-blocking UDP socket, at most max_count datagrams, each
- *       with its SO_TIMESTAMPNS kernel arrival time (CLOCK_REALTIME seconds, or None) and the
- *       sender's address as the socket module gives it (IPv6: host, port, flowinfo, scope id;
- *       the host without a %scope suffix); stops quietly at EAGAIN or any error (an ICMP
- *       error queued on the socket, a closed descriptor): the next tick reads on.
+ *   recv_datagrams(sock, max_count, bufsize) -> [(data, stamp, address), ...]
+ *       reads what is queued on a non-blocking UDP socket (the object or its descriptor), at
+ *       most max_count datagrams, each with its SO_TIMESTAMPNS kernel arrival time
+ *       (CLOCK_REALTIME seconds, or None) and the sender's address as the socket module gives
+ *       it (IPv6: host, port, flowinfo, scope id; the host without a %scope suffix); stops
+ *       quietly at EAGAIN or any error (an ICMP error queued on the socket, a closed
+ *       descriptor): the next tick reads on.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -41,9 +42,12 @@ static PyObject *address_of(const struct sockaddr_storage *ss) {
 }
 
 static PyObject *recv_datagrams(PyObject *self, PyObject *args) {
-    int fd, max_count;
+    PyObject *sock;
+    int max_count;
     Py_ssize_t bufsize;
-    if (!PyArg_ParseTuple(args, "iin", &fd, &max_count, &bufsize)) return NULL;
+    if (!PyArg_ParseTuple(args, "Oin", &sock, &max_count, &bufsize)) return NULL;
+    int fd = PyObject_AsFileDescriptor(sock); /* a socket object, or a descriptor number */
+    if (fd < 0) return NULL;
     if (bufsize <= 0 || bufsize > 65536) {
         PyErr_SetString(PyExc_ValueError, "recv_datagrams: bufsize must be 1..65536");
         return NULL;

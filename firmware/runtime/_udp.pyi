@@ -2,5 +2,5 @@
 from typing import Any
 
 def recv_datagrams(
-    fd: int, max_count: int, bufsize: int, /
+    sock: Any, max_count: int, bufsize: int, /
 ) -> list[tuple[bytes, float | None, Any]]: ...
